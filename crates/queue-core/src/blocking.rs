@@ -1,0 +1,114 @@
+//! The pool of dedicated connections for blocking pops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::FromRedisValue;
+use redis::aio::MultiplexedConnection;
+
+use crate::budget::Permit;
+use crate::connector::Connector;
+use crate::error::{Error, Result};
+use crate::role::Role;
+
+/// How much longer than the block time a blocking call may take before the watchdog decides the
+/// socket is dead (a blocking command re-sent after a reconnect may never return) and drops it.
+pub const BLOCK_MARGIN: Duration = Duration::from_millis(1_000);
+
+/// One blocking connection. It has no response timeout in the driver: every call on it goes
+/// through [`BlockingPool::block`], whose watchdog is the block time plus [`BLOCK_MARGIN`].
+pub(crate) struct BlockingConn {
+    conn: MultiplexedConnection,
+    name: String,
+    broken: bool,
+    _permit: Permit,
+}
+
+pub(crate) struct Manager {
+    connector: Arc<Connector>,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = BlockingConn;
+    type Error = Error;
+
+    async fn connect(&self) -> Result<BlockingConn> {
+        let opened = self.connector.open(Role::Blocking, None, None).await?;
+        Ok(BlockingConn { conn: opened.conn, name: opened.name, broken: false, _permit: opened.permit })
+    }
+
+    async fn is_valid(&self, conn: &mut BlockingConn) -> Result<()> {
+        let timeout = self.connector.config.command_timeout;
+        match tokio::time::timeout(timeout, redis::cmd("PING").query_async::<()>(&mut conn.conn)).await {
+            Ok(result) => result.map_err(|e| Error::redis(Role::Blocking, e)),
+            Err(_) => Err(Error::Timeout { role: Role::Blocking, what: "command", after: timeout }),
+        }
+    }
+
+    fn has_broken(&self, conn: &mut BlockingConn) -> bool {
+        conn.broken
+    }
+}
+
+/// The [`Role::Blocking`] pool. Cheap to clone.
+#[derive(Clone)]
+pub struct BlockingPool {
+    pool: bb8::Pool<Manager>,
+    connector: Arc<Connector>,
+}
+
+impl BlockingPool {
+    pub(crate) fn new(connector: Arc<Connector>, size: usize) -> Self {
+        let pool = bb8::Pool::builder()
+            .max_size(size as u32)
+            .min_idle(None)
+            .test_on_check_out(false)
+            .connection_timeout(connector.config.connect_timeout)
+            .retry_connection(true)
+            .build_unchecked(Manager { connector: connector.clone() });
+        BlockingPool { pool, connector }
+    }
+
+    /// Runs one blocking command that blocks for at most `block` on the server. The call is
+    /// abandoned, and its connection dropped, at `block` + [`BLOCK_MARGIN`].
+    pub async fn block<T: FromRedisValue + Send>(&self, cmd: &redis::Cmd, block: Duration) -> Result<T> {
+        let counters = self.connector.budget().counters(Role::Blocking);
+        let state = self.pool.state();
+        if state.idle_connections == 0 && state.connections as usize >= self.connector.budget().stats().blocking.planned
+        {
+            counters.waited();
+        }
+        let mut conn = self.pool.get().await.map_err(|e| match e {
+            bb8::RunError::User(e) => e,
+            bb8::RunError::TimedOut => {
+                counters.timed_out();
+                Error::Timeout { role: Role::Blocking, what: "connect", after: self.connector.config.connect_timeout }
+            }
+        })?;
+        let _in_use = counters.begin_use();
+        let watchdog = block + BLOCK_MARGIN;
+        match tokio::time::timeout(watchdog, cmd.query_async::<T>(&mut conn.conn)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                let err = Error::redis(Role::Blocking, e);
+                if err.is_connection_error() {
+                    conn.broken = true;
+                }
+                Err(err)
+            }
+            Err(_) => {
+                tracing::warn!(name = %conn.name, after_ms = watchdog.as_millis() as u64, "blocking call did not return; dropping its connection");
+                conn.broken = true;
+                counters.timed_out();
+                Err(Error::Timeout { role: Role::Blocking, what: "command", after: watchdog })
+            }
+        }
+    }
+
+    /// `BLMOVE source destination RIGHT LEFT block`: Bull's right-pop-left-push, blocking.
+    pub async fn blmove(&self, source: &str, destination: &str, block: Duration) -> Result<Option<String>> {
+        let mut cmd = redis::cmd("BLMOVE");
+        cmd.arg(source).arg(destination).arg("RIGHT").arg("LEFT").arg(block.as_secs_f64());
+        self.block(&cmd, block).await
+    }
+}

@@ -1,0 +1,160 @@
+//! Opening one named connection inside the budget, with a connect timeout.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{AsyncPushSender, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion};
+
+use crate::budget::{ConnectionBudget, Permit};
+use crate::config::RedisConfig;
+use crate::error::{Error, Result};
+use crate::role::Role;
+
+/// Reconnect backoff: first retry after this long.
+pub(crate) const RECONNECT_MIN: Duration = Duration::from_millis(50);
+/// Reconnect backoff: never wait longer than this between attempts.
+pub(crate) const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// Capped exponential backoff with full jitter for attempt `failures` (1 = first failure).
+pub(crate) fn reconnect_delay(failures: u32) -> Duration {
+    let exp = RECONNECT_MIN.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let cap = exp.min(RECONNECT_MAX);
+    // Full jitter over the upper half keeps a floor so a flapping server is not hammered.
+    let half = cap / 2;
+    half + half.mul_f64(fastrand::f64())
+}
+
+/// An open connection and the permit that pays for it.
+pub(crate) struct Opened {
+    pub(crate) conn: MultiplexedConnection,
+    pub(crate) permit: Permit,
+    pub(crate) name: String,
+}
+
+/// Opens connections for one process: same server, same budget, names `<service>:<role>:<n>`.
+pub(crate) struct Connector {
+    client: Client,
+    resp3_client: Client,
+    service: String,
+    budget: ConnectionBudget,
+    pub(crate) config: RedisConfig,
+    sequence: [AtomicU64; 3],
+    naming_refused: std::sync::atomic::AtomicBool,
+}
+
+impl Connector {
+    pub(crate) fn new(config: RedisConfig, service: &str, budget: ConnectionBudget) -> Result<Arc<Self>> {
+        install_tls_provider();
+        let info = config
+            .url
+            .expose()
+            .into_connection_info()
+            .map_err(|e| Error::config("REDIS_URL", format!("{} does not parse: {e}", config.url)))?;
+        let resp3 = info.clone().set_redis_settings(info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3));
+        let open = |info| Client::open(info).map_err(|e| Error::config("REDIS_URL", format!("{}: {e}", config.url)));
+        Ok(Arc::new(Connector {
+            client: open(info)?,
+            resp3_client: open(resp3)?,
+            service: service.to_owned(),
+            budget,
+            config,
+            sequence: Default::default(),
+            naming_refused: Default::default(),
+        }))
+    }
+
+    pub(crate) fn budget(&self) -> &ConnectionBudget {
+        &self.budget
+    }
+
+    /// Opens one connection of `role`. `response_timeout` is the driver's own limit per reply
+    /// (`None` for blocking connections, whose replies take as long as the block). A push sender
+    /// makes it a RESP3 connection that delivers pub/sub messages.
+    pub(crate) async fn open(
+        &self,
+        role: Role,
+        response_timeout: Option<Duration>,
+        push: Option<Box<dyn FnOnce(AsyncConnectionConfig) -> AsyncConnectionConfig + Send>>,
+    ) -> Result<Opened> {
+        let permit = self.budget.try_acquire(role)?;
+        let timeout = self.config.connect_timeout;
+        let mut cfg =
+            AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(response_timeout);
+        let client = match push {
+            Some(with_push) => {
+                cfg = with_push(cfg);
+                &self.resp3_client
+            }
+            None => &self.client,
+        };
+        let counters = self.budget.counters(role);
+        let connected = tokio::time::timeout(timeout, client.get_multiplexed_async_connection_with_config(&cfg)).await;
+        let mut conn = match connected {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                counters.connect_failed();
+                let err = Error::redis(role, e);
+                return Err(if err.is_timeout() {
+                    Error::Timeout { role, what: "connect", after: timeout }
+                } else {
+                    err
+                });
+            }
+            Err(_) => {
+                counters.connect_failed();
+                return Err(Error::Timeout { role, what: "connect", after: timeout });
+            }
+        };
+        let n = self.sequence[role.index()].fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}:{}:{}", self.service, role, n);
+        self.set_name(&mut conn, &name).await;
+        tracing::debug!(role = %role, name = %name, endpoint = %self.config.url, "redis connection opened");
+        Ok(Opened { conn, permit, name })
+    }
+
+    /// `CLIENT SETNAME`, best effort: managed services may refuse `CLIENT`.
+    pub(crate) async fn set_name(&self, conn: &mut MultiplexedConnection, name: &str) {
+        if self.naming_refused.load(Ordering::Relaxed) {
+            return;
+        }
+        let cmd = redis::cmd("CLIENT").arg("SETNAME").arg(name).clone();
+        match tokio::time::timeout(self.config.command_timeout, cmd.query_async::<()>(conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.kind() != redis::ErrorKind::Io => {
+                tracing::warn!(error = %e, "redis refuses CLIENT SETNAME; connections stay unnamed");
+                self.naming_refused.store(true, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A sender that forwards pushes to a tokio channel; used by the subscriber.
+pub(crate) fn push_config(
+    sender: impl AsyncPushSender,
+) -> Box<dyn FnOnce(AsyncConnectionConfig) -> AsyncConnectionConfig + Send> {
+    Box::new(move |cfg| cfg.set_push_sender(sender))
+}
+
+fn install_tls_provider() {
+    // rediss:// needs a process-wide rustls crypto provider; ignore "already installed".
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delay_grows_and_is_capped() {
+        for failures in 1..40 {
+            let d = reconnect_delay(failures);
+            assert!(d <= RECONNECT_MAX, "{d:?}");
+            let exp = RECONNECT_MIN.saturating_mul(1u32 << (failures - 1).min(16)).min(RECONNECT_MAX);
+            assert!(d >= exp / 2, "{failures}: {d:?} < half of {exp:?}");
+        }
+        assert!(reconnect_delay(1) <= RECONNECT_MIN);
+    }
+}

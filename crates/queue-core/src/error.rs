@@ -1,0 +1,163 @@
+//! The one error type of `queue-core`, with classification methods so callers never match on
+//! variants to decide whether to retry.
+
+use std::time::Duration;
+
+use crate::role::Role;
+
+/// A `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `queue-core`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is invalid; `var` names the variable or setting.
+    #[error("invalid {var}: {message}")]
+    Config {
+        /// The environment variable or setting at fault.
+        var: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// The connections a configuration needs exceed `REDIS_MAX_CONNECTIONS`.
+    #[error("connection budget exceeded: {needed} connections needed ({detail}) but REDIS_MAX_CONNECTIONS is {budget}")]
+    BudgetTooSmall {
+        /// Sum over roles.
+        needed: usize,
+        /// The budget.
+        budget: usize,
+        /// Each role and its count, e.g. `command 1, subscriber 1, blocking 3`.
+        detail: String,
+    },
+
+    /// Opening one more connection would exceed the budget; nothing was opened.
+    #[error("no connection permit left for role {role} (budget {budget})")]
+    BudgetExhausted {
+        /// The role that asked.
+        role: Role,
+        /// The budget.
+        budget: usize,
+    },
+
+    /// A call did not complete within its limit. The connection may still be healthy.
+    #[error("redis {role} {what} timed out after {}ms", after.as_millis())]
+    Timeout {
+        /// The role whose call timed out.
+        role: Role,
+        /// `connect` or `command`.
+        what: &'static str,
+        /// The limit that was exceeded.
+        after: Duration,
+    },
+
+    /// Redis answered with an error, or the connection failed.
+    #[error("redis {role} error: {source}")]
+    Redis {
+        /// The role of the connection.
+        role: Role,
+        /// The driver's error (never carries a password).
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// A queue name Bull would break on.
+    #[error("invalid queue name {name:?}: {reason}")]
+    InvalidQueueName {
+        /// The name given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+
+    /// A custom job id Bull would break on.
+    #[error("invalid job id {id:?}: {reason}")]
+    InvalidJobId {
+        /// The id given.
+        id: String,
+        /// Why it is refused.
+        reason: &'static str,
+    },
+
+    /// Job options Bull rejects or cannot store.
+    #[error("invalid job options: {0}")]
+    InvalidOptions(String),
+
+    /// Data that cannot be stored as JSON, or a stored value that is not the JSON it should be.
+    #[error("invalid json in {what}: {source}")]
+    Json {
+        /// Which value.
+        what: &'static str,
+        /// The parser's error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// No job with this id.
+    #[error("job {0} not found")]
+    JobNotFound(String),
+
+    /// The job holds a lock (a worker is running it), so it cannot be removed or retried.
+    #[error("job {0} is locked by a worker")]
+    JobLocked(String),
+
+    /// The job is not in the state the operation needs.
+    #[error("job {id} is not {expected}")]
+    WrongState {
+        /// The job id.
+        id: String,
+        /// The state the operation needed, e.g. `failed` or `delayed`.
+        expected: &'static str,
+    },
+
+    /// Obliterate refused because jobs are active and `force` was not given.
+    #[error("queue {0} has active jobs; obliterate needs force")]
+    ActiveJobs(String),
+
+    /// A script returned something this crate does not understand.
+    #[error("unexpected reply from script {script}: {detail}")]
+    Protocol {
+        /// The script.
+        script: &'static str,
+        /// What was unexpected.
+        detail: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn config(var: &'static str, message: impl Into<String>) -> Self {
+        Error::Config { var, message: message.into() }
+    }
+
+    pub(crate) fn redis(role: Role, source: redis::RedisError) -> Self {
+        if source.is_timeout() {
+            // The driver's own timeouts are classified like ours.
+            return Error::Timeout { role, what: "command", after: Duration::ZERO };
+        }
+        Error::Redis { role, source }
+    }
+
+    /// The call ran out of time (connect or command); retrying later may succeed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    /// The connection failed or was refused or dropped; the next call reconnects.
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            Error::Redis { source, .. } => {
+                source.is_io_error()
+                    || source.is_connection_dropped()
+                    || source.is_connection_refusal()
+                    || source.is_unrecoverable_error()
+            }
+            _ => false,
+        }
+    }
+
+    /// Worth retrying as is: a timeout, a connection error, or a full budget.
+    pub fn is_retryable(&self) -> bool {
+        self.is_timeout() || self.is_connection_error() || matches!(self, Error::BudgetExhausted { .. })
+    }
+}

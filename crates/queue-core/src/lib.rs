@@ -1,0 +1,42 @@
+//! A Redis job queue that speaks Bull 4's protocol, with explicit connection roles and a hard
+//! connection budget.
+//!
+//! ```no_run
+//! use queue_core::{Connections, Queue, RedisConfig, AddOptions};
+//!
+//! # async fn example() -> queue_core::Result<()> {
+//! let config = RedisConfig::from_env()?;
+//! let connections = Connections::builder(config, "api-svc").build()?;
+//! let files = Queue::new(&connections, "files")?;
+//! let id = files.add("__default__", &serde_json::json!({"path": "/data/a.mp4"}), AddOptions::default()).await?;
+//! println!("added job {id}");
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod blocking;
+mod budget;
+mod command;
+mod config;
+mod connections;
+mod connector;
+mod error;
+mod keys;
+mod role;
+mod subscriber;
+
+pub use blocking::{BLOCK_MARGIN, BlockingPool};
+pub use budget::{BudgetStats, ConnectionBudget, ConnectionPlan, RoleStats};
+pub use command::CommandConnection;
+pub use config::{
+    DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_PREFIX, DEFAULT_REDIS_URL,
+    RedisConfig, RedisUrl,
+};
+pub use connections::{Connections, ConnectionsBuilder};
+pub use error::{Error, Result};
+pub use keys::{
+    DELAYED_TIEBREAK_MASK, QueueKeys, RESERVED_SUFFIXES, delayed_score, due_from_score, validate_job_id,
+    validate_prefix, validate_queue_name,
+};
+pub use role::Role;
+pub use subscriber::{PubSubMessage, Subscriber, SubscriberEvent};

@@ -1,0 +1,1 @@
+//! Integration tests of queue-core against real Redis.
