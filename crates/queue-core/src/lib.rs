@@ -2,13 +2,13 @@
 //! connection budget.
 //!
 //! ```no_run
-//! use queue_core::{Connections, Queue, RedisConfig, AddOptions};
+//! use queue_core::{Connections, JobOptions, Queue, RedisConfig};
 //!
 //! # async fn example() -> queue_core::Result<()> {
 //! let config = RedisConfig::from_env()?;
 //! let connections = Connections::builder(config, "api-svc").build()?;
 //! let files = Queue::new(&connections, "files")?;
-//! let id = files.add("__default__", &serde_json::json!({"path": "/data/a.mp4"}), AddOptions::default()).await?;
+//! let id = files.add("__default__", &serde_json::json!({"path": "/data/a.mp4"}), JobOptions::default()).await?;
 //! println!("added job {id}");
 //! # Ok(()) }
 //! ```
@@ -21,8 +21,13 @@ mod config;
 mod connections;
 mod connector;
 mod error;
+mod job;
 mod keys;
+mod options;
+mod queue;
+mod repeat;
 mod role;
+mod scripts;
 mod subscriber;
 
 pub use blocking::{BLOCK_MARGIN, BlockingPool};
@@ -34,9 +39,13 @@ pub use config::{
 };
 pub use connections::{Connections, ConnectionsBuilder};
 pub use error::{Error, Result};
+pub use job::{DEFAULT_JOB_NAME, Job, JobState};
 pub use keys::{
     DELAYED_TIEBREAK_MASK, QueueKeys, RESERVED_SUFFIXES, delayed_score, due_from_score, validate_job_id,
     validate_prefix, validate_queue_name,
 };
+pub use options::{Backoff, JobOptions, KeepJobs, RepeatOptions};
+pub use queue::{DEFAULT_BATCH, JobCounts, JobLogs, NewJob, Queue, now_ms};
+pub use repeat::{iteration_id, next_millis, repeat_key};
 pub use role::Role;
 pub use subscriber::{PubSubMessage, Subscriber, SubscriberEvent};

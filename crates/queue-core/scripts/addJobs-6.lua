@@ -1,0 +1,70 @@
+--[[
+  Adds one or more jobs atomically (queue-core's own script; behaviour of Bull 4 addJob-6.lua).
+
+  KEYS[1] wait   KEYS[2] paused   KEYS[3] meta-paused   KEYS[4] id   KEYS[5] delayed   KEYS[6] priority
+  ARGV[1] base key "P:Q:"   ARGV[2] producer token   ARGV[3] number of jobs
+  Then 10 ARGV per job:
+    custom id ("" = generate), name, data JSON, opts JSON, timestamp ms, delay ms, priority,
+    lifo ("1"/"0"), repeat key ("" = none), repeat next millis
+  Returns: the job ids, one per job, in order (an existing id for a duplicate custom id).
+]]
+local rcall = redis.call
+local base = ARGV[1]
+local token = ARGV[2]
+local count = tonumber(ARGV[3])
+local ids = {}
+
+local function pushPrioritized(target, id, priority)
+  rcall("ZADD", KEYS[6], priority, id)
+  local ahead = rcall("ZCOUNT", KEYS[6], 0, priority)
+  local len = rcall("LLEN", target)
+  local pivot = rcall("LINDEX", target, len - (ahead - 1))
+  if pivot then
+    rcall("LINSERT", target, "BEFORE", pivot, id)
+  else
+    rcall("RPUSH", target, id)
+  end
+end
+
+for i = 0, count - 1 do
+  local at = 4 + i * 10
+  local customId = ARGV[at]
+  local counter = rcall("INCR", KEYS[4])
+  local id = customId
+  if customId == "" then
+    id = tostring(counter)
+  end
+  local jobKey = base .. id
+  if customId ~= "" and rcall("EXISTS", jobKey) == 1 then
+    rcall("PUBLISH", base .. "duplicated@" .. token, id)
+  else
+    local timestamp = tonumber(ARGV[at + 4])
+    local delay = tonumber(ARGV[at + 5])
+    local priority = tonumber(ARGV[at + 6])
+    rcall("HMSET", jobKey, "name", ARGV[at + 1], "data", ARGV[at + 2], "opts", ARGV[at + 3],
+      "timestamp", ARGV[at + 4], "delay", ARGV[at + 5], "priority", ARGV[at + 6])
+    if ARGV[at + 8] ~= "" then
+      rcall("ZADD", base .. "repeat", ARGV[at + 9], ARGV[at + 8])
+    end
+    if delay > 0 then
+      local due = timestamp + delay
+      rcall("ZADD", KEYS[5], due * 4096 + (counter % 4096), id)
+      rcall("PUBLISH", KEYS[5], due)
+    else
+      local target = KEYS[1]
+      if rcall("EXISTS", KEYS[3]) == 1 then
+        target = KEYS[2]
+      end
+      if priority > 0 then
+        pushPrioritized(target, id, priority)
+      elseif ARGV[at + 7] == "1" then
+        rcall("RPUSH", target, id)
+      else
+        rcall("LPUSH", target, id)
+      end
+      rcall("PUBLISH", KEYS[1] .. "ing@" .. token, id)
+    end
+  end
+  ids[#ids + 1] = id
+end
+return ids

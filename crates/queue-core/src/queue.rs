@@ -1,0 +1,367 @@
+//! A Bull queue, producer and operator side: add, read, pause, repair.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::command::CommandConnection;
+use crate::connections::Connections;
+use crate::error::{Error, Result};
+use crate::job::{DEFAULT_JOB_NAME, Job, JobState};
+use crate::keys::QueueKeys;
+use crate::options::JobOptions;
+use crate::repeat;
+use crate::scripts::{self, check_code};
+
+/// Jobs moved per script call by `retry_all_failed`, `obliterate`.
+pub const DEFAULT_BATCH: usize = 1000;
+
+/// Milliseconds since the Unix epoch, by this host's clock (Bull uses the producer's clock too).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// `getJobCounts()`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct JobCounts {
+    /// `LLEN wait`.
+    pub waiting: u64,
+    /// `LLEN active`.
+    pub active: u64,
+    /// `ZCARD completed`.
+    pub completed: u64,
+    /// `ZCARD failed`.
+    pub failed: u64,
+    /// `ZCARD delayed`.
+    pub delayed: u64,
+    /// `LLEN paused`.
+    pub paused: u64,
+}
+
+/// `getJobLogs()`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct JobLogs {
+    /// The lines in the requested range.
+    pub logs: Vec<String>,
+    /// All lines of the job.
+    pub count: u64,
+}
+
+/// One job for [`Queue::add_bulk`].
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    /// Job name (Bull's `__default__` when processed by `process(fn)`).
+    pub name: String,
+    /// Job data, as JSON.
+    pub data: Value,
+    /// Job options.
+    pub opts: JobOptions,
+}
+
+impl NewJob {
+    /// A job named `name` with `data` and `opts`.
+    pub fn new(name: &str, data: impl Serialize, opts: JobOptions) -> Result<Self> {
+        let data = serde_json::to_value(data).map_err(|source| Error::Json { what: "job data", source })?;
+        Ok(NewJob { name: name.to_owned(), data, opts })
+    }
+}
+
+/// One queue on the process's command connection. Cheap to clone.
+#[derive(Clone)]
+pub struct Queue {
+    keys: QueueKeys,
+    conn: CommandConnection,
+    token: String,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("keys", &self.keys).field("token", &self.token).finish()
+    }
+}
+
+impl Queue {
+    /// Queue `name` with the prefix from the connections' configuration.
+    pub fn new(connections: &Connections, name: &str) -> Result<Self> {
+        Self::with_prefix(connections, &connections.config().prefix, name)
+    }
+
+    /// Queue `name` under an explicit prefix.
+    pub fn with_prefix(connections: &Connections, prefix: &str, name: &str) -> Result<Self> {
+        Ok(Queue {
+            keys: QueueKeys::new(prefix, name)?,
+            conn: connections.command().clone(),
+            token: uuid::Uuid::new_v4().to_string(),
+        })
+    }
+
+    /// The queue's keys.
+    pub fn keys(&self) -> &QueueKeys {
+        &self.keys
+    }
+
+    /// The queue name.
+    pub fn name(&self) -> &str {
+        self.keys.name()
+    }
+
+    /// This instance's token (the `@token` of its events).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Adds a job; returns its id (for a custom id that already exists, that id, unchanged).
+    pub async fn add(&self, name: &str, data: impl Serialize, opts: JobOptions) -> Result<String> {
+        let mut ids = self.add_bulk(vec![NewJob::new(name, data, opts)?]).await?;
+        Ok(ids.pop().expect("one id per job"))
+    }
+
+    /// Adds jobs atomically, in one round trip: all or none.
+    pub async fn add_bulk(&self, jobs: Vec<NewJob>) -> Result<Vec<String>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let mut args: Vec<String> = vec![self.keys.base().to_owned(), self.token.clone(), jobs.len().to_string()];
+        for job in jobs {
+            let name = if job.name.is_empty() { DEFAULT_JOB_NAME.to_owned() } else { job.name };
+            let (opts, repeat) = match job.opts.repeat.is_some() {
+                true => {
+                    let first = repeat::first_iteration(&name, job.opts, now)?;
+                    (first.opts, Some((first.key, first.next_millis)))
+                }
+                false => (job.opts.normalize(now)?, None),
+            };
+            let data = serde_json::to_string(&job.data).map_err(|source| Error::Json { what: "job data", source })?;
+            args.extend([
+                opts.job_id.clone().unwrap_or_default(),
+                name,
+                data,
+                opts.to_json(),
+                opts.timestamp.unwrap_or(now).to_string(),
+                opts.delay.unwrap_or(0).to_string(),
+                opts.priority.unwrap_or(0).to_string(),
+                if opts.lifo == Some(true) { "1" } else { "0" }.to_owned(),
+                repeat.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
+                repeat.as_ref().map(|r| r.1.to_string()).unwrap_or_default(),
+            ]);
+        }
+        let k = &self.keys;
+        let keys = [k.wait(), k.paused(), k.meta_paused(), k.id(), k.delayed(), k.priority()];
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        scripts::ADD_JOBS.run(&self.conn, &keys, args).await
+    }
+
+    /// The job, or `None` when it does not exist.
+    pub async fn get_job(&self, id: &str) -> Result<Option<Job>> {
+        let hash: HashMap<String, String> = self.conn.query(redis::cmd("HGETALL").arg(self.keys.job(id))).await?;
+        Ok((!hash.is_empty()).then(|| Job::from_hash(id, &hash)))
+    }
+
+    /// The job's state, read atomically; `None` when the job does not exist.
+    pub async fn get_job_state(&self, id: &str) -> Result<Option<JobState>> {
+        let state: String = scripts::GET_STATE.run(&self.conn, &[&self.keys.job(id)], (self.keys.base(), id)).await?;
+        match state.as_str() {
+            "missing" => Ok(None),
+            other => JobState::parse(other).map(Some),
+        }
+    }
+
+    /// Counts per state, read atomically.
+    pub async fn get_job_counts(&self) -> Result<JobCounts> {
+        let k = &self.keys;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .llen(k.wait())
+            .llen(k.active())
+            .zcard(k.completed())
+            .zcard(k.failed())
+            .zcard(k.delayed())
+            .llen(k.paused());
+        let (waiting, active, completed, failed, delayed, paused) = self.conn.query_pipeline(&pipe).await?;
+        Ok(JobCounts { waiting, active, completed, failed, delayed, paused })
+    }
+
+    /// Jobs in `states`, `start..=end` of each (negative counts from the end), in Bull's order:
+    /// with `asc`, next-to-run (lists) or oldest (sets) first. Entries whose hash is gone are
+    /// `None`, as in Bull.
+    pub async fn get_jobs(&self, states: &[JobState], start: i64, end: i64, asc: bool) -> Result<Vec<Option<Job>>> {
+        let mut ids: Vec<String> = Vec::new();
+        for state in states {
+            let Some(suffix) = state.key_suffix() else {
+                return Err(Error::InvalidOptions("stuck jobs are in no list; use get_job".into()));
+            };
+            let key = self.keys.key(suffix);
+            let mut cmd;
+            if state.is_list() {
+                if asc {
+                    cmd = redis::cmd("LRANGE");
+                    cmd.arg(&key).arg(-(end + 1)).arg(-(start + 1));
+                } else {
+                    cmd = redis::cmd("LRANGE");
+                    cmd.arg(&key).arg(start).arg(end);
+                }
+            } else {
+                cmd = redis::cmd(if asc { "ZRANGE" } else { "ZREVRANGE" });
+                cmd.arg(&key).arg(start).arg(end);
+            }
+            let mut found: Vec<String> = self.conn.query(&cmd).await?;
+            if state.is_list() && asc {
+                found.reverse();
+            }
+            ids.extend(found);
+        }
+        self.jobs_by_id(&ids).await
+    }
+
+    async fn jobs_by_id(&self, ids: &[String]) -> Result<Vec<Option<Job>>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hgetall(self.keys.job(id));
+        }
+        let hashes: Vec<HashMap<String, String>> = self.conn.query_pipeline(&pipe).await?;
+        Ok(ids.iter().zip(hashes).map(|(id, hash)| (!hash.is_empty()).then(|| Job::from_hash(id, &hash))).collect())
+    }
+
+    /// Appends a log line to a job; returns the number of lines.
+    pub async fn add_log(&self, id: &str, line: &str) -> Result<u64> {
+        let code: i64 = scripts::ADD_LOG.run(&self.conn, &[&self.keys.job(id)], (self.keys.logs(id), line)).await?;
+        check_code(&scripts::ADD_LOG, code, id, self.name()).map(|n| n as u64)
+    }
+
+    /// A job's log lines `start..=end` (oldest first with `asc`), and how many there are.
+    pub async fn get_logs(&self, id: &str, start: i64, end: i64, asc: bool) -> Result<JobLogs> {
+        let key = self.keys.logs(id);
+        let (from, to) = if asc { (start, end) } else { (-(end + 1), -(start + 1)) };
+        let mut pipe = redis::pipe();
+        pipe.atomic().lrange(&key, from as isize, to as isize).llen(&key);
+        let (mut logs, count): (Vec<String>, u64) = self.conn.query_pipeline(&pipe).await?;
+        if !asc {
+            logs.reverse();
+        }
+        Ok(JobLogs { logs, count })
+    }
+
+    /// Sets a job's progress (any JSON) and publishes it on the `progress` channel.
+    pub async fn update_progress(&self, id: &str, progress: &Value) -> Result<()> {
+        let args = (self.keys.progress_channel(), id, progress.to_string());
+        let code: i64 = scripts::UPDATE_PROGRESS.run(&self.conn, &[&self.keys.job(id)], args).await?;
+        check_code(&scripts::UPDATE_PROGRESS, code, id, self.name()).map(drop)
+    }
+
+    /// Replaces a job's data.
+    pub async fn update_data(&self, id: &str, data: impl Serialize) -> Result<()> {
+        let data = serde_json::to_string(&data).map_err(|source| Error::Json { what: "job data", source })?;
+        let code: i64 = scripts::UPDATE_DATA.run(&self.conn, &[&self.keys.job(id)], data).await?;
+        check_code(&scripts::UPDATE_DATA, code, id, self.name()).map(drop)
+    }
+
+    /// Pauses the queue for every worker (Bull's global pause). Active jobs finish.
+    pub async fn pause(&self) -> Result<()> {
+        let k = &self.keys;
+        let keys = [k.wait(), k.paused(), k.meta_paused(), k.paused_channel(), k.meta()];
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        scripts::PAUSE.run::<i64>(&self.conn, &keys, "paused").await.map(drop)
+    }
+
+    /// Resumes a globally paused queue.
+    pub async fn resume(&self) -> Result<()> {
+        let k = &self.keys;
+        let keys = [k.paused(), k.wait(), k.meta_paused(), k.resumed_channel(), k.meta()];
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        scripts::PAUSE.run::<i64>(&self.conn, &keys, "resumed").await.map(drop)
+    }
+
+    /// Whether the queue is globally paused (by Bull's key or BullMQ's meta field).
+    pub async fn is_paused(&self) -> Result<bool> {
+        let mut pipe = redis::pipe();
+        pipe.exists(self.keys.meta_paused()).hexists(self.keys.meta(), "paused");
+        let (legacy, meta): (bool, bool) = self.conn.query_pipeline(&pipe).await?;
+        Ok(legacy || meta)
+    }
+
+    /// Removes a job and its logs from every list and set. Refused while a worker holds its lock.
+    pub async fn remove(&self, id: &str) -> Result<()> {
+        let code: i64 = scripts::REMOVE_JOB.run(&self.conn, &[&self.keys.job(id)], (self.keys.base(), id)).await?;
+        check_code(&scripts::REMOVE_JOB, code, id, self.name()).map(drop)
+    }
+
+    /// Moves one failed job back to waiting (Bull's `job.retry()`).
+    pub async fn retry_job(&self, id: &str) -> Result<()> {
+        let keys = [self.keys.job(id), self.keys.meta_paused()];
+        let code: i64 = scripts::RETRY_JOB
+            .run(&self.conn, &[&keys[0], &keys[1]], (self.keys.base(), id, now_ms(), &self.token))
+            .await?;
+        check_code(&scripts::RETRY_JOB, code, id, self.name()).map(drop)
+    }
+
+    /// Moves every failed job back to waiting, `batch` per script call; returns how many moved.
+    /// `progress` is called after each batch with the number moved so far.
+    pub async fn retry_all_failed(&self, batch: usize, mut progress: impl FnMut(u64)) -> Result<u64> {
+        let batch = batch.max(1);
+        let keys = [self.keys.failed(), self.keys.meta_paused()];
+        let mut moved = 0u64;
+        loop {
+            let before: u64 = self.conn.query(redis::cmd("ZCARD").arg(&keys[0])).await?;
+            let left: u64 = scripts::RETRY_JOBS
+                .run(&self.conn, &[&keys[0], &keys[1]], (self.keys.base(), batch, &self.token))
+                .await?;
+            moved += before.saturating_sub(left).min(batch as u64);
+            progress(moved);
+            if left == 0 || before == 0 {
+                return Ok(moved);
+            }
+        }
+    }
+
+    /// Moves a delayed job to waiting now.
+    pub async fn promote(&self, id: &str) -> Result<()> {
+        let k = &self.keys;
+        let keys = [k.delayed(), k.meta_paused(), k.priority()];
+        let code: i64 =
+            scripts::PROMOTE.run(&self.conn, &[&keys[0], &keys[1], &keys[2]], (k.base(), id, &self.token)).await?;
+        check_code(&scripts::PROMOTE, code, id, self.name()).map(drop)
+    }
+
+    /// Removes up to `limit` (0 = all) jobs in `state` older than `grace`, skipping locked ones;
+    /// returns their ids.
+    pub async fn clean(&self, grace: Duration, state: JobState, limit: usize) -> Result<Vec<String>> {
+        let Some(suffix) = state.key_suffix() else {
+            return Err(Error::InvalidOptions("cannot clean stuck jobs: they are in no list".into()));
+        };
+        let cutoff = now_ms().saturating_sub(grace.as_millis() as u64);
+        let kind = if state.is_list() { "list" } else { "zset" };
+        let finished = matches!(state, JobState::Completed | JobState::Failed);
+        let key = self.keys.key(suffix);
+        scripts::CLEAN_JOBS
+            .run(&self.conn, &[&key], (self.keys.base(), cutoff, limit, kind, if finished { "1" } else { "0" }))
+            .await
+    }
+
+    /// Deletes the queue and every job in it. Pauses it first; refuses while jobs are active
+    /// unless `force`. `progress` is called after each batch.
+    pub async fn obliterate(&self, force: bool, mut progress: impl FnMut(usize)) -> Result<()> {
+        self.pause().await?;
+        let keys = [self.keys.meta_paused(), self.keys.active()];
+        let mut batches = 0;
+        loop {
+            let code: i64 = scripts::OBLITERATE
+                .run(
+                    &self.conn,
+                    &[&keys[0], &keys[1]],
+                    (self.keys.base(), DEFAULT_BATCH, if force { "1" } else { "0" }),
+                )
+                .await?;
+            batches += 1;
+            progress(batches);
+            if check_code(&scripts::OBLITERATE, code, "", self.name())? == 0 {
+                return Ok(());
+            }
+        }
+    }
+}

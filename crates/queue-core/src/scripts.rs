@@ -1,0 +1,137 @@
+//! Our Lua scripts, run with `EVALSHA` and an `EVAL` fallback, and the one mapping from their
+//! negative return codes to errors.
+
+use std::sync::LazyLock;
+
+use redis::{FromRedisValue, ToRedisArgs};
+
+use crate::command::CommandConnection;
+use crate::error::{Error, Result};
+
+/// One script: its source, embedded at build time, and its SHA1.
+pub(crate) struct Script {
+    pub(crate) name: &'static str,
+    num_keys: usize,
+    source: &'static str,
+    sha: String,
+}
+
+impl Script {
+    fn new(name: &'static str, num_keys: usize, source: &'static str) -> Self {
+        Script { name, num_keys, source, sha: redis::Script::new(source).get_hash().to_owned() }
+    }
+
+    /// Runs the script on the command connection. `EVALSHA` first; on `NOSCRIPT` (a fresh or
+    /// flushed server) `EVAL`, which also caches it for the next call.
+    pub(crate) async fn run<T: FromRedisValue + Send>(
+        &self,
+        conn: &CommandConnection,
+        keys: &[&str],
+        args: impl ToRedisArgs,
+    ) -> Result<T> {
+        assert_eq!(keys.len(), self.num_keys, "script {} takes {} keys", self.name, self.num_keys);
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(&self.sha).arg(self.num_keys).arg(keys).arg(&args);
+        match conn.query::<T>(&evalsha).await {
+            Err(Error::Redis { source, .. })
+                if source.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(self.source).arg(self.num_keys).arg(keys).arg(&args);
+                conn.query::<T>(&eval).await
+            }
+            other => other,
+        }
+    }
+}
+
+macro_rules! script {
+    ($ident:ident, $file:literal, $keys:literal) => {
+        pub(crate) static $ident: LazyLock<Script> = LazyLock::new(|| {
+            Script::new($file, $keys, include_str!(concat!("../scripts/", $file, "-", $keys, ".lua")))
+        });
+    };
+}
+
+script!(ADD_JOBS, "addJobs", 6);
+script!(PAUSE, "pause", 5);
+script!(GET_STATE, "getState", 1);
+script!(REMOVE_JOB, "removeJob", 1);
+script!(RETRY_JOB, "retryJob", 2);
+script!(RETRY_JOBS, "retryJobs", 2);
+script!(PROMOTE, "promote", 3);
+script!(CLEAN_JOBS, "cleanJobs", 1);
+script!(OBLITERATE, "obliterate", 2);
+script!(ADD_LOG, "addLog", 1);
+script!(UPDATE_PROGRESS, "updateProgress", 1);
+script!(UPDATE_DATA, "updateData", 1);
+
+/// Turns a script's integer reply into `Ok(code)` for success codes or the error it stands for.
+/// Every script's codes are listed in its header; this is the only place that interprets them.
+pub(crate) fn check_code(script: &Script, code: i64, job_id: &str, queue: &str) -> Result<i64> {
+    let missing = || Error::JobNotFound(job_id.to_owned());
+    let err = match (script.name, code) {
+        ("removeJob", 1) | ("retryJob", 1) => return Ok(code),
+        ("removeJob", 0) | ("retryJob", -1) => Error::JobLocked(job_id.to_owned()),
+        ("removeJob", -1) | ("retryJob", 0) => missing(),
+        ("retryJob", -2) => Error::WrongState { id: job_id.to_owned(), expected: "failed" },
+        (_, c) if c >= 0 => return Ok(c),
+        ("promote", -1) => Error::WrongState { id: job_id.to_owned(), expected: "delayed" },
+        ("obliterate", -1) => Error::WrongState { id: queue.to_owned(), expected: "paused" },
+        ("obliterate", -2) => Error::ActiveJobs(queue.to_owned()),
+        ("addLog" | "updateProgress" | "updateData", -1) => missing(),
+        (name, code) => Error::Protocol { script: name, detail: format!("return code {code}") },
+    };
+    Err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_has_a_distinct_sha_and_its_key_count_in_its_header() {
+        let all = [
+            &*ADD_JOBS,
+            &*PAUSE,
+            &*GET_STATE,
+            &*REMOVE_JOB,
+            &*RETRY_JOB,
+            &*RETRY_JOBS,
+            &*PROMOTE,
+            &*CLEAN_JOBS,
+            &*OBLITERATE,
+            &*ADD_LOG,
+            &*UPDATE_PROGRESS,
+            &*UPDATE_DATA,
+        ];
+        let mut shas: Vec<_> = all.iter().map(|s| s.sha.clone()).collect();
+        shas.sort();
+        shas.dedup();
+        assert_eq!(shas.len(), all.len());
+        for script in all {
+            assert!(script.source.contains(&format!("KEYS[{}]", script.num_keys)), "{}", script.name);
+            assert!(!script.source.contains(&format!("KEYS[{}]", script.num_keys + 1)), "{}", script.name);
+        }
+    }
+
+    #[test]
+    fn return_codes_map_to_errors() {
+        let c = |s: &Script, code| check_code(s, code, "7", "q");
+        assert_eq!(c(&REMOVE_JOB, 1).unwrap(), 1);
+        assert!(matches!(c(&REMOVE_JOB, 0), Err(Error::JobLocked(id)) if id == "7"));
+        assert!(matches!(c(&REMOVE_JOB, -1), Err(Error::JobNotFound(_))));
+        assert_eq!(c(&RETRY_JOB, 1).unwrap(), 1);
+        assert!(matches!(c(&RETRY_JOB, 0), Err(Error::JobNotFound(_))));
+        assert!(matches!(c(&RETRY_JOB, -1), Err(Error::JobLocked(_))));
+        assert!(matches!(c(&RETRY_JOB, -2), Err(Error::WrongState { expected: "failed", .. })));
+        assert!(matches!(c(&PROMOTE, -1), Err(Error::WrongState { expected: "delayed", .. })));
+        assert_eq!(c(&PROMOTE, 1).unwrap(), 1);
+        assert!(matches!(c(&OBLITERATE, -1), Err(Error::WrongState { expected: "paused", .. })));
+        assert!(matches!(c(&OBLITERATE, -2), Err(Error::ActiveJobs(q)) if q == "q"));
+        assert_eq!(c(&OBLITERATE, 1).unwrap(), 1);
+        assert!(matches!(c(&ADD_LOG, -1), Err(Error::JobNotFound(_))));
+        assert_eq!(c(&ADD_LOG, 3).unwrap(), 3);
+        assert!(matches!(c(&UPDATE_DATA, -9), Err(Error::Protocol { .. })));
+    }
+}
