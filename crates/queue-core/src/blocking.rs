@@ -1,13 +1,14 @@
 //! The pool of dedicated connections for blocking pops.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::FromRedisValue;
 use redis::aio::MultiplexedConnection;
 
 use crate::budget::Permit;
-use crate::connector::Connector;
+use crate::connector::{Connector, closed_flag};
 use crate::error::{Error, Result};
 use crate::role::Role;
 
@@ -21,6 +22,7 @@ pub(crate) struct BlockingConn {
     conn: MultiplexedConnection,
     name: String,
     broken: bool,
+    closed: Arc<AtomicBool>,
     _permit: Permit,
 }
 
@@ -33,8 +35,9 @@ impl bb8::ManageConnection for Manager {
     type Error = Error;
 
     async fn connect(&self) -> Result<BlockingConn> {
-        let opened = self.connector.open(Role::Blocking, None, None).await?;
-        Ok(BlockingConn { conn: opened.conn, name: opened.name, broken: false, _permit: opened.permit })
+        let (closed, push) = closed_flag();
+        let opened = self.connector.open(Role::Blocking, None, push).await?;
+        Ok(BlockingConn { conn: opened.conn, name: opened.name, broken: false, closed, _permit: opened.permit })
     }
 
     async fn is_valid(&self, conn: &mut BlockingConn) -> Result<()> {
@@ -46,7 +49,7 @@ impl bb8::ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut BlockingConn) -> bool {
-        conn.broken
+        conn.broken || conn.closed.load(Ordering::Acquire)
     }
 }
 
@@ -78,13 +81,22 @@ impl BlockingPool {
         {
             counters.waited();
         }
-        let mut conn = self.pool.get().await.map_err(|e| match e {
-            bb8::RunError::User(e) => e,
-            bb8::RunError::TimedOut => {
-                counters.timed_out();
-                Error::Timeout { role: Role::Blocking, what: "connect", after: self.connector.config.connect_timeout }
+        let timed_out = || {
+            counters.timed_out();
+            Error::Timeout { role: Role::Blocking, what: "connect", after: self.connector.config.connect_timeout }
+        };
+        let mut conn = loop {
+            let mut conn = self.pool.get().await.map_err(|e| match e {
+                bb8::RunError::User(e) => e,
+                bb8::RunError::TimedOut => timed_out(),
+            })?;
+            // An idle connection the server closed meanwhile goes back broken; take another.
+            if conn.closed.load(Ordering::Acquire) {
+                conn.broken = true;
+                continue;
             }
-        })?;
+            break conn;
+        };
         let _in_use = counters.begin_use();
         let watchdog = block + BLOCK_MARGIN;
         match tokio::time::timeout(watchdog, cmd.query_async::<T>(&mut conn.conn)).await {

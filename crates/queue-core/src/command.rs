@@ -1,5 +1,6 @@
 //! The process's one command connection: multiplexed, reconnecting, every call time-limited.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,13 +9,14 @@ use redis::{Cmd, FromRedisValue, Pipeline};
 use tokio::time::Instant;
 
 use crate::budget::Permit;
-use crate::connector::{Connector, reconnect_delay};
+use crate::connector::{Connector, closed_flag, reconnect_delay};
 use crate::error::{Error, Result};
 use crate::role::Role;
 
 struct Live {
     generation: u64,
     conn: MultiplexedConnection,
+    closed: Arc<AtomicBool>,
     _permit: Permit,
 }
 
@@ -58,7 +60,11 @@ impl CommandConnection {
     }
 
     fn current(&self) -> Option<(u64, MultiplexedConnection)> {
-        let live = self.inner.live.lock().expect("command connection lock");
+        let mut live = self.inner.live.lock().expect("command connection lock");
+        if live.as_ref().is_some_and(|l| l.closed.load(Ordering::Acquire)) {
+            // The server closed it (restart, CLIENT KILL, idle timeout): release it and reconnect.
+            *live = None;
+        }
         live.as_ref().map(|l| (l.generation, l.conn.clone()))
     }
 
@@ -81,14 +87,15 @@ impl CommandConnection {
             }
             tokio::time::sleep_until(at).await;
         }
-        match self.inner.connector.open(Role::Command, None, None).await {
+        let (closed, push) = closed_flag();
+        match self.inner.connector.open(Role::Command, None, push).await {
             Ok(opened) => {
                 state.generation += 1;
                 state.failures = 0;
                 state.next_attempt = None;
                 let conn = opened.conn.clone();
                 *self.inner.live.lock().expect("command connection lock") =
-                    Some(Live { generation: state.generation, conn: opened.conn, _permit: opened.permit });
+                    Some(Live { generation: state.generation, conn: opened.conn, closed, _permit: opened.permit });
                 if state.generation > 1 {
                     tracing::info!(name = %opened.name, "redis command connection re-established");
                 }

@@ -36,7 +36,6 @@ pub(crate) struct Opened {
 /// Opens connections for one process: same server, same budget, names `<service>:<role>:<n>`.
 pub(crate) struct Connector {
     client: Client,
-    resp3_client: Client,
     service: String,
     budget: ConnectionBudget,
     pub(crate) config: RedisConfig,
@@ -52,11 +51,11 @@ impl Connector {
             .expose()
             .into_connection_info()
             .map_err(|e| Error::config("REDIS_URL", format!("{} does not parse: {e}", config.url)))?;
-        let resp3 = info.clone().set_redis_settings(info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3));
-        let open = |info| Client::open(info).map_err(|e| Error::config("REDIS_URL", format!("{}: {e}", config.url)));
+        // RESP3 lets the driver report disconnects through a push sender (Redis 6+).
+        let info = info.clone().set_redis_settings(info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3));
+        let client = Client::open(info).map_err(|e| Error::config("REDIS_URL", format!("{}: {e}", config.url)))?;
         Ok(Arc::new(Connector {
-            client: open(info)?,
-            resp3_client: open(resp3)?,
+            client,
             service: service.to_owned(),
             budget,
             config,
@@ -70,25 +69,20 @@ impl Connector {
     }
 
     /// Opens one connection of `role`. `response_timeout` is the driver's own limit per reply
-    /// (`None` for blocking connections, whose replies take as long as the block). A push sender
-    /// makes it a RESP3 connection that delivers pub/sub messages.
+    /// (`None` when the caller applies its own). Every connection speaks RESP3 and has a push
+    /// sender: the subscriber's receives messages, the others' learn of disconnects.
     pub(crate) async fn open(
         &self,
         role: Role,
         response_timeout: Option<Duration>,
-        push: Option<Box<dyn FnOnce(AsyncConnectionConfig) -> AsyncConnectionConfig + Send>>,
+        push: Box<dyn FnOnce(AsyncConnectionConfig) -> AsyncConnectionConfig + Send>,
     ) -> Result<Opened> {
         let permit = self.budget.try_acquire(role)?;
         let timeout = self.config.connect_timeout;
         let mut cfg =
             AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(response_timeout);
-        let client = match push {
-            Some(with_push) => {
-                cfg = with_push(cfg);
-                &self.resp3_client
-            }
-            None => &self.client,
-        };
+        cfg = push(cfg);
+        let client = &self.client;
         let counters = self.budget.counters(role);
         let connected = tokio::time::timeout(timeout, client.get_multiplexed_async_connection_with_config(&cfg)).await;
         let mut conn = match connected {
@@ -131,7 +125,24 @@ impl Connector {
     }
 }
 
-/// A sender that forwards pushes to a tokio channel; used by the subscriber.
+/// A flag that turns true when the driver sees the connection close (EOF, reset, `CLIENT KILL`),
+/// so the next call reconnects instead of failing on a dead socket.
+pub(crate) fn closed_flag() -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    Box<dyn FnOnce(AsyncConnectionConfig) -> AsyncConnectionConfig + Send>,
+) {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let setter = flag.clone();
+    let sender = move |info: redis::PushInfo| {
+        if info.kind == redis::PushKind::Disconnection {
+            setter.store(true, Ordering::Release);
+        }
+        Ok::<(), ()>(())
+    };
+    (flag, push_config(sender))
+}
+
+/// Installs a push sender, which also makes the connection speak RESP3.
 pub(crate) fn push_config(
     sender: impl AsyncPushSender,
 ) -> Box<dyn FnOnce(AsyncConnectionConfig) -> AsyncConnectionConfig + Send> {

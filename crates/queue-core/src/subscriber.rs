@@ -127,7 +127,7 @@ async fn supervise(
     loop {
         let (push_tx, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
         let opened =
-            connector.open(Role::Subscriber, Some(connector.config.command_timeout), Some(push_config(push_tx))).await;
+            connector.open(Role::Subscriber, Some(connector.config.command_timeout), push_config(push_tx)).await;
         let conn = match opened {
             Ok(opened) => {
                 // The permit lives as long as this connection's session below.

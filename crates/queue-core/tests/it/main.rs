@@ -1,1 +1,6 @@
-//! Integration tests of queue-core against real Redis.
+//! Integration tests of queue-core against real Redis servers (one binary, modules by topic).
+
+mod connections;
+mod interop;
+mod producer;
+mod support;

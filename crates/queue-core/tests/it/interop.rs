@@ -1,0 +1,1 @@
+//! Node Bull interop (added below).
