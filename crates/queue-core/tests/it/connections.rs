@@ -1,1 +1,237 @@
-//! Connection roles, budget, timeouts.
+//! Connection roles, the hard budget, reconnects and timeouts.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use queue_core::{Connections, Error, JobOptions, Queue, SubscriberEvent};
+use redis::AsyncCommands;
+use serde_json::json;
+use test_support::RedisServer;
+
+use crate::support::{clients_of, config, raw};
+
+#[test]
+fn a_plan_over_budget_fails_when_built_naming_each_role() {
+    let err =
+        Connections::builder(config("redis://127.0.0.1:1", 3), "svc").subscriber(true).blocking(2).build().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "connection budget exceeded: 4 connections needed (command 1, subscriber 1, blocking 2) but REDIS_MAX_CONNECTIONS is 3"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_process_never_shows_more_connections_than_its_budget() {
+    let url = test_support::redis_url();
+    let service = test_support::unique("budget");
+    let connections = Connections::builder(config(&url, 4), &service).subscriber(true).blocking(2).build().unwrap();
+    let q = Queue::new(&connections, "files").unwrap();
+    let subscriber = connections.subscriber().unwrap().clone();
+    subscriber.psubscribe(&q.keys().waiting_pattern()).await.unwrap();
+
+    // An observer outside the budget samples CLIENT LIST while the process is busy.
+    let max_seen = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let observer = {
+        let (max_seen, done, service, url) = (max_seen.clone(), done.clone(), service.clone(), url.clone());
+        tokio::spawn(async move {
+            let mut r = raw(&url).await;
+            while !done.load(Ordering::Relaxed) {
+                let n = clients_of(&mut r, &service).await.len();
+                max_seen.fetch_max(n, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    // Blocking pops on both blocking connections, and a third that has to wait for one.
+    let mut poppers = Vec::new();
+    for _ in 0..3 {
+        let blocking = connections.blocking().unwrap().clone();
+        let (src, dst) = (q.keys().key("side"), q.keys().key("side-done"));
+        poppers.push(tokio::spawn(async move { blocking.blmove(&src, &dst, Duration::from_secs(2)).await }));
+    }
+    let mut tasks = Vec::new();
+    for t in 0..200 {
+        let q = q.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..5 {
+                q.add(
+                    "__default__",
+                    json!({"i": t * 5 + i, "path": format!("/data/file{}.mp4", t * 5 + i)}),
+                    JobOptions::default(),
+                )
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut r = raw(&url).await;
+    for _ in 0..3 {
+        let _: () = r.lpush(q.keys().key("side"), "x").await.unwrap();
+    }
+    for popper in poppers {
+        assert_eq!(popper.await.unwrap().unwrap().as_deref(), Some("x"));
+    }
+    done.store(true, Ordering::Relaxed);
+    observer.await.unwrap();
+    assert_eq!(q.get_job_counts().await.unwrap().waiting, 1000);
+    let max = max_seen.load(Ordering::Relaxed);
+    assert!(max <= 4, "saw {max} connections of a process with a budget of 4");
+    assert!(max >= 3, "the observer should have seen command, subscriber and blocking connections, saw {max}");
+    let stats = connections.stats();
+    assert_eq!((stats.command.open, stats.subscriber.open), (1, 1));
+    assert!(stats.blocking.open <= 2);
+    assert!(stats.open <= 4);
+    let mut names: Vec<String> = clients_of(&mut r, &service).await.into_iter().map(|(_, name)| name).collect();
+    names.sort();
+    assert_eq!(&names[..2], [format!("{service}:blocking:0"), format!("{service}:blocking:1")]);
+    assert!(
+        names.contains(&format!("{service}:command:0")) && names.contains(&format!("{service}:subscriber:0")),
+        "{names:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_role_survives_client_kill() {
+    let url = test_support::redis_url();
+    let service = test_support::unique("kill");
+    let connections = Connections::builder(config(&url, 3), &service).subscriber(true).blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "q").unwrap();
+    let subscriber = connections.subscriber().unwrap();
+    let mut events = subscriber.events();
+    let channel = q.keys().key("hint");
+    subscriber.subscribe(&channel).await.unwrap();
+    q.add("a", json!({}), JobOptions::default()).await.unwrap();
+    let blocking = connections.blocking().unwrap();
+    let mut r = raw(&url).await;
+    let _: () = r.lpush(q.keys().key("src"), "one").await.unwrap();
+    assert_eq!(
+        blocking.blmove(&q.keys().key("src"), &q.keys().key("dst"), Duration::from_secs(1)).await.unwrap().as_deref(),
+        Some("one")
+    );
+
+    let before = clients_of(&mut r, &service).await;
+    assert_eq!(before.len(), 3, "{before:?}");
+    for (id, _) in &before {
+        let _: () = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query_async(&mut r).await.unwrap();
+    }
+    // The kill is asynchronous for the client: give the drivers a moment to see the EOF.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    q.add("b", json!({}), JobOptions::default()).await.expect("the next command reconnects and succeeds");
+    let _: () = r.lpush(q.keys().key("src"), "two").await.unwrap();
+    assert_eq!(
+        blocking.blmove(&q.keys().key("src"), &q.keys().key("dst"), Duration::from_secs(1)).await.unwrap().as_deref(),
+        Some("two"),
+        "the next blocking call reconnects and succeeds"
+    );
+    // The subscriber comes back by itself, resubscribed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut reconnected = false;
+    let mut received = false;
+    while Instant::now() < deadline && !received {
+        let _: () = r.publish(&channel, "ping").await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+            Ok(Ok(SubscriberEvent::Reconnected)) => reconnected = true,
+            Ok(Ok(SubscriberEvent::Message(m))) if m.channel == channel && reconnected => received = true,
+            _ => {}
+        }
+    }
+    assert!(reconnected && received, "reconnected={reconnected} received={received}");
+    let after = clients_of(&mut r, &service).await;
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(after.iter().all(|a| !before.contains(a)), "new connections replace the killed ones");
+    let stats = connections.stats();
+    assert_eq!((stats.command.reconnects, stats.subscriber.reconnects, stats.blocking.reconnects), (1, 1, 1));
+}
+
+#[tokio::test]
+async fn blocking_calls_outlive_the_drivers_default_response_timeout() {
+    let url = test_support::redis_url();
+    let connections =
+        Connections::builder(config(&url, 2), &test_support::unique("block")).blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "q").unwrap();
+    let (src, dst) = (q.keys().key("src"), q.keys().key("dst"));
+    let pusher = {
+        let (url, src) = (url.clone(), src.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let mut r = raw(&url).await;
+            let _: () = r.lpush(&src, "late").await.unwrap();
+        })
+    };
+    let got = connections.blocking().unwrap().blmove(&src, &dst, Duration::from_secs(5)).await.unwrap();
+    pusher.await.unwrap();
+    assert_eq!(got.as_deref(), Some("late"));
+    // And an empty pop returns None at its block time instead of an error.
+    assert_eq!(connections.blocking().unwrap().blmove(&src, &dst, Duration::from_millis(100)).await.unwrap(), None);
+}
+
+async fn timed_add(q: &Queue) -> (Duration, queue_core::Result<String>) {
+    let started = Instant::now();
+    let result = q.add("a", json!({}), JobOptions::default()).await;
+    (started.elapsed(), result)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_makes_add_time_out_then_recover_by_itself() {
+    let server = RedisServer::start();
+    let mut cfg = config(&server.url(), 1);
+    let timeout = Duration::from_millis(500);
+    cfg.command_timeout = timeout;
+    let connections = Connections::builder(cfg, "frozen").build().unwrap();
+    let q = Queue::new(&connections, "q").unwrap();
+    q.add("a", json!({}), JobOptions::default()).await.unwrap();
+
+    for freeze in [["DEBUG", "SLEEP", "2"], ["CLIENT", "PAUSE", "2000"]] {
+        let port = server.port();
+        let freezer = std::thread::spawn(move || test_support::resp_command(port, &freeze));
+        std::thread::sleep(Duration::from_millis(100));
+        let (elapsed, result) = timed_add(&q).await;
+        let err = result.expect_err("add must fail while Redis is frozen");
+        assert!(err.is_timeout(), "{freeze:?}: {err}");
+        assert!(elapsed < timeout.mul_f64(1.2), "{freeze:?}: failed after {elapsed:?}, limit {timeout:?} + 20%");
+        freezer.join().unwrap();
+        // CLIENT PAUSE returns at once; wait until the pause is over.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, result) = timed_add(&q).await;
+            match result {
+                Ok(_) => break,
+                Err(e) if e.is_timeout() && Instant::now() < deadline => continue,
+                Err(e) => panic!("{freeze:?}: add did not recover: {e}"),
+            }
+        }
+    }
+    assert!(connections.stats().command.timeouts >= 2);
+}
+
+#[tokio::test]
+async fn acl_users_work_and_passwords_stay_out_of_errors_and_debug() {
+    let server = RedisServer::start();
+    assert_eq!(server.command(&["ACL", "SETUSER", "app", "on", ">s3cret-pw", "~*", "&*", "+@all"]), "+OK\r\n");
+    let url = format!("redis://app:s3cret-pw@127.0.0.1:{}", server.port());
+    let connections = Connections::builder(config(&url, 1), "acl").build().unwrap();
+    assert!(!format!("{connections:?}").contains("s3cret-pw"));
+    Queue::new(&connections, "q").unwrap().add("a", json!({}), JobOptions::default()).await.unwrap();
+
+    let wrong = format!("redis://app:wrong-pw@127.0.0.1:{}", server.port());
+    let bad = Connections::builder(config(&wrong, 1), "acl").build().unwrap();
+    let err = Queue::new(&bad, "q").unwrap().add("a", json!({}), JobOptions::default()).await.unwrap_err();
+    assert!(!err.to_string().contains("wrong-pw") && !format!("{err:?}").contains("wrong-pw"), "{err:?}");
+    assert!(matches!(err, Error::Redis { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_server_fails_fast_as_a_connection_error() {
+    // Port 1 refuses connections on loopback.
+    let connections = Connections::builder(config("redis://127.0.0.1:1", 1), "down").build().unwrap();
+    let err = Queue::new(&connections, "q").unwrap().add("a", json!({}), JobOptions::default()).await.unwrap_err();
+    assert!(err.is_connection_error() || err.is_timeout(), "{err:?}");
+    assert!(err.is_retryable());
+    assert_eq!(connections.stats().open, 0, "a failed connect holds no permit");
+}
