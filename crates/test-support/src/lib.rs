@@ -1,1 +1,20 @@
 //! Test helpers shared by the workspace's integration tests.
+//!
+//! * [`redis_url`] and [`unique`]: the shared Redis to test against, and unique queue names /
+//!   key prefixes that isolate one test from another on it.
+//! * [`RedisServer`]: a private, disposable `redis-server` process (AOF on, `appendfsync always`)
+//!   that a test may kill, restart, pause and resume.
+//! * [`resp_command`]: one raw RESP command over a plain TCP socket, without async or a Redis
+//!   client crate (for `CONFIG SET`, `DEBUG SLEEP`, and readiness checks).
+//! * [`NodePeer`]: runs the pinned Node Bull 4 peer (`tests/node/bull-peer.js`) for interop tests.
+#![warn(missing_docs)]
+
+mod names;
+mod node_peer;
+mod redis_server;
+mod resp;
+
+pub use names::{redis_url, unique};
+pub use node_peer::NodePeer;
+pub use redis_server::RedisServer;
+pub use resp::resp_command;
