@@ -235,3 +235,62 @@ async fn an_unreachable_server_fails_fast_as_a_connection_error() {
     assert!(err.is_retryable());
     assert_eq!(connections.stats().open, 0, "a failed connect holds no permit");
 }
+
+#[tokio::test]
+async fn rediss_urls_speak_tls() {
+    let dir = tempfile_dir();
+    let run = |args: &[&str]| {
+        let status = std::process::Command::new("openssl").args(args).current_dir(&dir).output().unwrap();
+        assert!(status.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&status.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let (cert, key) = (format!("{dir}/cert.pem"), format!("{dir}/key.pem"));
+    let server = RedisServer::start_with(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+        "--tls-ca-cert-file",
+        &cert,
+        "--tls-auth-clients",
+        "no",
+    ]);
+    // A self-signed certificate: verification is skipped with redis-rs's `#insecure` marker.
+    let url = format!("rediss://127.0.0.1:{tls_port}/#insecure");
+    let connections = Connections::builder(config(&url, 1), "tls").build().unwrap();
+    let q = Queue::new(&connections, "q").unwrap();
+    q.add("a", json!({}), JobOptions::default()).await.unwrap();
+    // The job is really there, read over the plain port.
+    let mut r = raw(&server.url()).await;
+    let waiting: u64 = r.llen(q.keys().wait()).await.unwrap();
+    assert_eq!(waiting, 1);
+    // And the plain port refuses to serve a TLS client's bytes: TLS was really spoken.
+    let mut plain_cfg = config(&format!("rediss://127.0.0.1:{}/#insecure", server.port()), 1);
+    plain_cfg.connect_timeout = Duration::from_millis(500);
+    let plain = Connections::builder(plain_cfg, "tls").build().unwrap();
+    assert!(Queue::new(&plain, "q").unwrap().add("a", json!({}), JobOptions::default()).await.is_err());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempfile_dir() -> String {
+    let dir = std::env::temp_dir().join(test_support::unique("tls"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.to_string_lossy().into_owned()
+}
