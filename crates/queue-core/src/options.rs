@@ -313,10 +313,10 @@ impl JobOptions {
             }
         }
         for (name, keep) in [("removeOnComplete", &self.remove_on_complete), ("removeOnFail", &self.remove_on_fail)] {
-            if let Some(KeepJobs::Count(n) | KeepJobs::Policy { count: Some(n), .. }) = keep {
-                if *n < 0 {
-                    return Err(Error::InvalidOptions(format!("{name} count must not be negative")));
-                }
+            if let Some(KeepJobs::Count(n) | KeepJobs::Policy { count: Some(n), .. }) = keep
+                && *n < 0
+            {
+                return Err(Error::InvalidOptions(format!("{name} count must not be negative")));
             }
         }
         self.attempts.get_or_insert(1);

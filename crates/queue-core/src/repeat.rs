@@ -99,10 +99,10 @@ pub fn next_millis(repeat: &RepeatOptions, after_ms: u64) -> Result<Option<u64>>
     };
     let Ok(next) = next else { return Ok(None) };
     let next = next.max(0) as u64;
-    if let Some(end) = &repeat.end_date {
-        if next > date_ms(end)? {
-            return Ok(None);
-        }
+    if let Some(end) = &repeat.end_date
+        && next > date_ms(end)?
+    {
+        return Ok(None);
     }
     Ok(Some(next))
 }
@@ -119,10 +119,10 @@ pub(crate) fn next_iteration(name: &str, opts: &JobOptions, now: u64) -> Result<
     if repeat.limit.is_some_and(|limit| count > limit) {
         return Ok(None);
     }
-    if let Some(end) = &repeat.end_date {
-        if now > date_ms(end)? {
-            return Ok(None);
-        }
+    if let Some(end) = &repeat.end_date
+        && now > date_ms(end)?
+    {
+        return Ok(None);
     }
     let Some(next) = next_millis(&repeat, now.max(prev))? else { return Ok(None) };
     let key = repeat_key(name, &repeat)?;

@@ -161,7 +161,11 @@ async fn our_repeatable_and_node_repeatable_are_the_same_job() {
         p.node("add", json!({"jobs": [{"name": "hourly", "data": {}, "opts": {"repeat": {"every": 3600000}}}]})),
     )
     .unwrap();
-    assert_eq!(theirs, [ours.clone()], "same repeat key and iteration id, so Node's add is a duplicate");
+    assert_eq!(
+        theirs.as_slice(),
+        std::slice::from_ref(&ours),
+        "same repeat key and iteration id, so Node's add is a duplicate"
+    );
     assert_eq!(p.queue.get_job_counts().await.unwrap().delayed, 1);
     p.assert_same_view(&ours).await;
 }
