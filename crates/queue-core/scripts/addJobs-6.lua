@@ -3,10 +3,12 @@
 
   KEYS[1] wait   KEYS[2] paused   KEYS[3] meta-paused   KEYS[4] id   KEYS[5] delayed   KEYS[6] priority
   ARGV[1] base key "P:Q:"   ARGV[2] producer token   ARGV[3] number of jobs
-  Then 10 ARGV per job:
+  Then 11 ARGV per job:
     custom id ("" = generate), name, data JSON, opts JSON, timestamp ms, delay ms, priority,
-    lifo ("1"/"0"), repeat key ("" = none), repeat next millis
-  Returns: the job ids, one per job, in order (an existing id for a duplicate custom id).
+    lifo ("1"/"0"), repeat key ("" = none), repeat next millis,
+    repeat mode ("new" = register the repeatable, "next" = only while it is still registered)
+  Returns: the job ids, one per job, in order (an existing id for a duplicate custom id, "" for a
+  "next" iteration of a repeatable that was removed).
 ]]
 local rcall = redis.call
 local base = ARGV[1]
@@ -27,8 +29,12 @@ local function pushPrioritized(target, id, priority)
 end
 
 for i = 0, count - 1 do
-  local at = 4 + i * 10
+  local at = 4 + i * 11
   local customId = ARGV[at]
+  local repeatKey = ARGV[at + 8]
+  if ARGV[at + 10] == "next" and not rcall("ZSCORE", base .. "repeat", repeatKey) then
+    ids[#ids + 1] = ""
+  else
   local counter = rcall("INCR", KEYS[4])
   local id = customId
   if customId == "" then
@@ -43,8 +49,8 @@ for i = 0, count - 1 do
     local priority = tonumber(ARGV[at + 6])
     rcall("HMSET", jobKey, "name", ARGV[at + 1], "data", ARGV[at + 2], "opts", ARGV[at + 3],
       "timestamp", ARGV[at + 4], "delay", ARGV[at + 5], "priority", ARGV[at + 6])
-    if ARGV[at + 8] ~= "" then
-      rcall("ZADD", base .. "repeat", ARGV[at + 9], ARGV[at + 8])
+    if repeatKey ~= "" then
+      rcall("ZADD", base .. "repeat", ARGV[at + 9], repeatKey)
     end
     if delay > 0 then
       local due = timestamp + delay
@@ -66,5 +72,6 @@ for i = 0, count - 1 do
     end
   end
   ids[#ids + 1] = id
+  end
 end
 return ids

@@ -21,6 +21,7 @@ pub const BLOCK_MARGIN: Duration = Duration::from_millis(1_000);
 pub(crate) struct BlockingConn {
     conn: MultiplexedConnection,
     name: String,
+    current_name: String,
     broken: bool,
     closed: Arc<AtomicBool>,
     _permit: Permit,
@@ -37,7 +38,14 @@ impl bb8::ManageConnection for Manager {
     async fn connect(&self) -> Result<BlockingConn> {
         let (closed, push) = closed_flag();
         let opened = self.connector.open(Role::Blocking, None, push).await?;
-        Ok(BlockingConn { conn: opened.conn, name: opened.name, broken: false, closed, _permit: opened.permit })
+        Ok(BlockingConn {
+            conn: opened.conn,
+            current_name: opened.name.clone(),
+            name: opened.name,
+            broken: false,
+            closed,
+            _permit: opened.permit,
+        })
     }
 
     async fn is_valid(&self, conn: &mut BlockingConn) -> Result<()> {
@@ -75,6 +83,18 @@ impl BlockingPool {
     /// Runs one blocking command that blocks for at most `block` on the server. The call is
     /// abandoned, and its connection dropped, at `block` + [`BLOCK_MARGIN`].
     pub async fn block<T: FromRedisValue + Send>(&self, cmd: &redis::Cmd, block: Duration) -> Result<T> {
+        self.block_as(cmd, block, None).await
+    }
+
+    /// Like [`BlockingPool::block`], with the connection renamed `<label>:<its name>` first
+    /// (once per label change). Workers pass `<prefix>:<base64(queue)>` so Bull's
+    /// `getWorkers()` sees them.
+    pub async fn block_as<T: FromRedisValue + Send>(
+        &self,
+        cmd: &redis::Cmd,
+        block: Duration,
+        label: Option<&str>,
+    ) -> Result<T> {
         let counters = self.connector.budget().counters(Role::Blocking);
         let state = self.pool.state();
         if state.idle_connections == 0 && state.connections as usize >= self.connector.budget().stats().blocking.planned
@@ -97,9 +117,21 @@ impl BlockingPool {
             }
             break conn;
         };
+        if let Some(label) = label {
+            let wanted = format!("{label}:{}", conn.name);
+            if conn.current_name != wanted {
+                self.connector.set_name(&mut conn.conn, &wanted).await;
+                conn.current_name = wanted;
+            }
+        }
         let _in_use = counters.begin_use();
         let watchdog = block + BLOCK_MARGIN;
-        match tokio::time::timeout(watchdog, cmd.query_async::<T>(&mut conn.conn)).await {
+        // If this future is dropped mid-call (a worker closing), the server may still pop an
+        // element for us later: the connection must then be closed, not reused.
+        conn.broken = true;
+        let result = tokio::time::timeout(watchdog, cmd.query_async::<T>(&mut conn.conn)).await;
+        conn.broken = false;
+        match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 let err = Error::redis(Role::Blocking, e);
@@ -119,8 +151,19 @@ impl BlockingPool {
 
     /// `BLMOVE source destination RIGHT LEFT block`: Bull's right-pop-left-push, blocking.
     pub async fn blmove(&self, source: &str, destination: &str, block: Duration) -> Result<Option<String>> {
+        self.blmove_as(source, destination, block, None).await
+    }
+
+    /// [`BlockingPool::blmove`] on a connection labelled as in [`BlockingPool::block_as`].
+    pub async fn blmove_as(
+        &self,
+        source: &str,
+        destination: &str,
+        block: Duration,
+        label: Option<&str>,
+    ) -> Result<Option<String>> {
         let mut cmd = redis::cmd("BLMOVE");
         cmd.arg(source).arg(destination).arg("RIGHT").arg("LEFT").arg(block.as_secs_f64());
-        self.block(&cmd, block).await
+        self.block_as(&cmd, block, label).await
     }
 }

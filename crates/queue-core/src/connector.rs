@@ -41,6 +41,9 @@ pub(crate) struct Connector {
     pub(crate) config: RedisConfig,
     sequence: [AtomicU64; 3],
     naming_refused: std::sync::atomic::AtomicBool,
+    /// The runtime of the first connect. Later connects run there too, so a connection's driver
+    /// task never lands on a runtime that is busy with CPU-bound handlers or shuts down first.
+    home: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 impl Connector {
@@ -61,6 +64,7 @@ impl Connector {
             config,
             sequence: Default::default(),
             naming_refused: Default::default(),
+            home: std::sync::OnceLock::new(),
         }))
     }
 
@@ -72,6 +76,23 @@ impl Connector {
     /// (`None` when the caller applies its own). Every connection speaks RESP3 and has a push
     /// sender: the subscriber's receives messages, the others' learn of disconnects.
     pub(crate) async fn open(
+        self: &Arc<Self>,
+        role: Role,
+        response_timeout: Option<Duration>,
+        push: Box<dyn FnOnce(AsyncConnectionConfig) -> AsyncConnectionConfig + Send>,
+    ) -> Result<Opened> {
+        let home = self.home.get_or_init(tokio::runtime::Handle::current);
+        if home.id() != tokio::runtime::Handle::current().id() {
+            let this = self.clone();
+            return home
+                .spawn(async move { this.open_here(role, response_timeout, push).await })
+                .await
+                .map_err(|e| Error::Protocol { script: "connect", detail: e.to_string() })?;
+        }
+        self.open_here(role, response_timeout, push).await
+    }
+
+    async fn open_here(
         &self,
         role: Role,
         response_timeout: Option<Duration>,

@@ -111,6 +111,16 @@ pub enum Error {
         expected: &'static str,
     },
 
+    /// This worker no longer holds the job's lock: another worker may own it now, so the
+    /// result was not written.
+    #[error("lock of job {id} lost: {reason}")]
+    LockLost {
+        /// The job id.
+        id: String,
+        /// `missing` (expired) or `taken` (another worker holds it).
+        reason: &'static str,
+    },
+
     /// Obliterate refused because jobs are active and `force` was not given.
     #[error("queue {0} has active jobs; obliterate needs force")]
     ActiveJobs(String),

@@ -21,6 +21,7 @@ mod config;
 mod connections;
 mod connector;
 mod error;
+mod handler;
 mod job;
 mod keys;
 mod options;
@@ -29,6 +30,7 @@ mod repeat;
 mod role;
 mod scripts;
 mod subscriber;
+mod worker;
 
 pub use blocking::{BLOCK_MARGIN, BlockingPool};
 pub use budget::{BudgetStats, ConnectionBudget, ConnectionPlan, RoleStats};
@@ -39,6 +41,7 @@ pub use config::{
 };
 pub use connections::{Connections, ConnectionsBuilder};
 pub use error::{Error, Result};
+pub use handler::{ActiveJob, Handler, HandlerFuture, Outcome, handler};
 pub use job::{DEFAULT_JOB_NAME, Job, JobState};
 pub use keys::{
     DELAYED_TIEBREAK_MASK, QueueKeys, RESERVED_SUFFIXES, delayed_score, due_from_score, validate_job_id,
@@ -49,3 +52,7 @@ pub use queue::{DEFAULT_BATCH, JobCounts, JobLogs, NewJob, Queue, now_ms};
 pub use repeat::{iteration_id, next_millis, repeat_key};
 pub use role::Role;
 pub use subscriber::{PubSubMessage, Subscriber, SubscriberEvent};
+pub use worker::{
+    BackoffStrategy, DEFAULT_DRAIN_DELAY, DEFAULT_ERROR_BACKOFF, DEFAULT_GUARD_INTERVAL, DEFAULT_LOCK_DURATION,
+    DEFAULT_MAX_STALLED_COUNT, DEFAULT_STALLED_INTERVAL, QueueSpec, RateLimit, Worker, WorkerSettings, WorkerStats,
+};

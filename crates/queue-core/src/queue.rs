@@ -68,6 +68,13 @@ impl NewJob {
     }
 }
 
+struct Prepared {
+    name: String,
+    data: String,
+    opts: JobOptions,
+    repeat: Option<(String, u64, &'static str)>,
+}
+
 /// One queue on the process's command connection. Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
@@ -112,6 +119,10 @@ impl Queue {
         &self.token
     }
 
+    pub(crate) fn connection(&self) -> &CommandConnection {
+        &self.conn
+    }
+
     /// Adds a job; returns its id (for a custom id that already exists, that id, unchanged).
     pub async fn add(&self, name: &str, data: impl Serialize, opts: JobOptions) -> Result<String> {
         let mut ids = self.add_bulk(vec![NewJob::new(name, data, opts)?]).await?;
@@ -120,21 +131,48 @@ impl Queue {
 
     /// Adds jobs atomically, in one round trip: all or none.
     pub async fn add_bulk(&self, jobs: Vec<NewJob>) -> Result<Vec<String>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
         let now = now_ms();
-        let mut args: Vec<String> = vec![self.keys.base().to_owned(), self.token.clone(), jobs.len().to_string()];
+        let mut prepared = Vec::with_capacity(jobs.len());
         for job in jobs {
             let name = if job.name.is_empty() { DEFAULT_JOB_NAME.to_owned() } else { job.name };
+            let data = serde_json::to_string(&job.data).map_err(|source| Error::Json { what: "job data", source })?;
             let (opts, repeat) = match job.opts.repeat.is_some() {
                 true => {
                     let first = repeat::first_iteration(&name, job.opts, now)?;
-                    (first.opts, Some((first.key, first.next_millis)))
+                    (first.opts, Some((first.key, first.next_millis, "new")))
                 }
                 false => (job.opts.normalize(now)?, None),
             };
-            let data = serde_json::to_string(&job.data).map_err(|source| Error::Json { what: "job data", source })?;
+            prepared.push(Prepared { name, data, opts, repeat });
+        }
+        self.add_prepared(prepared, now).await
+    }
+
+    /// Adds the iteration after the one in `job` of a repeatable job, unless the repeatable was
+    /// removed or has no run left. Returns the new id, if one was added.
+    pub(crate) async fn add_next_iteration(&self, job: &Job) -> Result<Option<String>> {
+        let now = now_ms();
+        let Some(next) = repeat::next_iteration(&job.name, &job.opts, now)? else { return Ok(None) };
+        let data = match (&job.data, job.opts.prevent_parsing_data) {
+            (Value::String(raw), Some(true)) => raw.clone(),
+            (data, _) => data.to_string(),
+        };
+        let prepared = Prepared {
+            name: job.name.clone(),
+            data,
+            opts: next.opts,
+            repeat: Some((next.key, next.next_millis, "next")),
+        };
+        let mut ids = self.add_prepared(vec![prepared], now).await?;
+        Ok(ids.pop().filter(|id| !id.is_empty()))
+    }
+
+    async fn add_prepared(&self, jobs: Vec<Prepared>, now: u64) -> Result<Vec<String>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args: Vec<String> = vec![self.keys.base().to_owned(), self.token.clone(), jobs.len().to_string()];
+        for Prepared { name, data, opts, repeat } in jobs {
             args.extend([
                 opts.job_id.clone().unwrap_or_default(),
                 name,
@@ -146,6 +184,7 @@ impl Queue {
                 if opts.lifo == Some(true) { "1" } else { "0" }.to_owned(),
                 repeat.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
                 repeat.as_ref().map(|r| r.1.to_string()).unwrap_or_default(),
+                repeat.as_ref().map(|r| r.2).unwrap_or_default().to_owned(),
             ]);
         }
         let k = &self.keys;

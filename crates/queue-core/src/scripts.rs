@@ -65,6 +65,12 @@ script!(OBLITERATE, "obliterate", 2);
 script!(ADD_LOG, "addLog", 1);
 script!(UPDATE_PROGRESS, "updateProgress", 1);
 script!(UPDATE_DATA, "updateData", 1);
+script!(MOVE_TO_ACTIVE, "moveToActive", 6);
+script!(COMPLETE_JOB, "completeJob", 5);
+script!(FAIL_JOB, "failJob", 7);
+script!(EXTEND_LOCKS, "extendLocks", 1);
+script!(PROMOTE_DELAYED, "promoteDelayed", 5);
+script!(MOVE_STALLED, "moveStalledJobsToWait", 7);
 
 /// Turns a script's integer reply into `Ok(code)` for success codes or the error it stands for.
 /// Every script's codes are listed in its header; this is the only place that interprets them.
@@ -79,7 +85,10 @@ pub(crate) fn check_code(script: &Script, code: i64, job_id: &str, queue: &str) 
         ("promote", -1) => Error::WrongState { id: job_id.to_owned(), expected: "delayed" },
         ("obliterate", -1) => Error::WrongState { id: queue.to_owned(), expected: "paused" },
         ("obliterate", -2) => Error::ActiveJobs(queue.to_owned()),
-        ("addLog" | "updateProgress" | "updateData", -1) => missing(),
+        ("addLog" | "updateProgress" | "updateData" | "completeJob" | "failJob", -1) => missing(),
+        ("completeJob" | "failJob", -2) => Error::LockLost { id: job_id.to_owned(), reason: "missing" },
+        ("completeJob" | "failJob", -6) => Error::LockLost { id: job_id.to_owned(), reason: "taken" },
+        ("completeJob" | "failJob", -3) => Error::WrongState { id: job_id.to_owned(), expected: "active" },
         (name, code) => Error::Protocol { script: name, detail: format!("return code {code}") },
     };
     Err(err)
@@ -133,5 +142,12 @@ mod tests {
         assert!(matches!(c(&ADD_LOG, -1), Err(Error::JobNotFound(_))));
         assert_eq!(c(&ADD_LOG, 3).unwrap(), 3);
         assert!(matches!(c(&UPDATE_DATA, -9), Err(Error::Protocol { .. })));
+        for script in [&*COMPLETE_JOB, &*FAIL_JOB] {
+            assert_eq!(c(script, 0).unwrap(), 0);
+            assert!(matches!(c(script, -1), Err(Error::JobNotFound(_))));
+            assert!(matches!(c(script, -2), Err(Error::LockLost { reason: "missing", .. })));
+            assert!(matches!(c(script, -6), Err(Error::LockLost { reason: "taken", .. })));
+            assert!(matches!(c(script, -3), Err(Error::WrongState { expected: "active", .. })));
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Integration tests of queue-core against real Redis servers (one binary, modules by topic).
 
 mod connections;
+mod events;
 mod interop;
 mod producer;
 mod support;
+mod worker;

@@ -53,3 +53,13 @@ pub(crate) async fn clients_of(conn: &mut redis::aio::MultiplexedConnection, ser
         })
         .collect()
 }
+
+/// Every client name in `CLIENT LIST`.
+pub(crate) async fn all_client_names(conn: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(conn).await.unwrap();
+    list.lines()
+        .filter_map(|line| {
+            line.split(' ').find_map(|kv| kv.strip_prefix("name=")).filter(|n| !n.is_empty()).map(str::to_owned)
+        })
+        .collect()
+}

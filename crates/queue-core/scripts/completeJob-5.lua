@@ -1,0 +1,71 @@
+--[[
+  Completes an active job and, when asked, takes the next one (Bull 4 moveToFinished-9.lua, completed).
+  The lock is checked before anything is written: a worker that lost its lock changes nothing.
+
+  KEYS[1] active   KEYS[2] completed   KEYS[3] wait   KEYS[4] priority   KEYS[5] stalled
+  ARGV[1] base key   ARGV[2] job id   ARGV[3] token   ARGV[4] now ms   ARGV[5] returnvalue JSON
+  ARGV[6] keep age seconds ("" = none)   ARGV[7] keep count (-1 all, 0 none, N newest)
+  ARGV[8] completed event JSON   ARGV[9] "1" = fetch the next job   ARGV[10] lock duration ms
+  Returns -1 no job, -2 lock missing, -6 lock held by another worker, -3 not active,
+  0 done, or {"job", id, {field, value...}} done and the next job taken.
+]]
+local rcall = redis.call
+local base = ARGV[1]
+local id = ARGV[2]
+local jobKey = base .. id
+
+if rcall("EXISTS", jobKey) == 0 then return -1 end
+local owner = rcall("GET", jobKey .. ":lock")
+if not owner then return -2 end
+if owner ~= ARGV[3] then return -6 end
+if rcall("LREM", KEYS[1], -1, id) < 1 then return -3 end
+rcall("DEL", jobKey .. ":lock")
+rcall("SREM", KEYS[5], id)
+
+local deid = rcall("HGET", jobKey, "deid")
+if deid then
+  local deKey = base .. "de:" .. deid
+  local ttl = rcall("PTTL", deKey)
+  if ttl == 0 or ttl == -1 then rcall("DEL", deKey) end
+end
+
+local now = tonumber(ARGV[4])
+local keepCount = tonumber(ARGV[7])
+local function removeJobs(ids)
+  for _, old in ipairs(ids) do
+    rcall("DEL", base .. old, base .. old .. ":logs")
+  end
+end
+if keepCount == 0 then
+  rcall("DEL", jobKey, jobKey .. ":logs")
+else
+  rcall("ZADD", KEYS[2], now, id)
+  rcall("HMSET", jobKey, "returnvalue", ARGV[5], "finishedOn", now)
+  if ARGV[6] ~= "" then
+    local cutoff = now - tonumber(ARGV[6]) * 1000
+    removeJobs(rcall("ZREVRANGEBYSCORE", KEYS[2], cutoff, "-inf"))
+    rcall("ZREMRANGEBYSCORE", KEYS[2], "-inf", cutoff)
+  end
+  if keepCount > 0 then
+    removeJobs(rcall("ZREVRANGE", KEYS[2], keepCount, -1))
+    rcall("ZREMRANGEBYRANK", KEYS[2], 0, -(keepCount + 1))
+  end
+end
+rcall("PUBLISH", KEYS[2], ARGV[8])
+
+if ARGV[9] == "1" then
+  local nextId = rcall("RPOPLPUSH", KEYS[3], KEYS[1])
+  if nextId then
+    local nextKey = base .. nextId
+    if rcall("EXISTS", nextKey) == 0 then
+      rcall("LREM", KEYS[1], 1, nextId)
+      return 0
+    end
+    rcall("SET", nextKey .. ":lock", ARGV[3], "PX", ARGV[10])
+    rcall("ZREM", KEYS[4], nextId)
+    rcall("PUBLISH", KEYS[1] .. "@" .. ARGV[3], nextId)
+    rcall("HSET", nextKey, "processedOn", now)
+    return {"job", nextId, rcall("HGETALL", nextKey)}
+  end
+end
+return 0

@@ -1,0 +1,91 @@
+--[[
+  Records a failed attempt and then retries now, retries later, or fails the job for good
+  (Bull 4 saveStacktrace-1 + retryJob-7 / moveToDelayed-4 / moveToFinished-9, in one script).
+  The lock is checked before anything is written: a worker that lost its lock changes nothing.
+
+  KEYS[1] active   KEYS[2] failed   KEYS[3] wait   KEYS[4] paused   KEYS[5] meta-paused
+  KEYS[6] priority   KEYS[7] delayed
+  ARGV[1] base key   ARGV[2] job id   ARGV[3] token   ARGV[4] now ms   ARGV[5] failedReason
+  ARGV[6] stacktrace JSON array   ARGV[7] attemptsMade   ARGV[8] "retry", "delay" or "fail"
+  ARGV[9] due ms (delay)   ARGV[10] keep age seconds ("" = none)   ARGV[11] keep count
+  ARGV[12] failed event JSON
+  Returns -1 no job, -2 lock missing, -6 lock held by another worker, -3 not active, 0 done.
+]]
+local rcall = redis.call
+local base = ARGV[1]
+local id = ARGV[2]
+local jobKey = base .. id
+
+if rcall("EXISTS", jobKey) == 0 then return -1 end
+local owner = rcall("GET", jobKey .. ":lock")
+if not owner then return -2 end
+if owner ~= ARGV[3] then return -6 end
+if rcall("LREM", KEYS[1], -1, id) < 1 then return -3 end
+rcall("DEL", jobKey .. ":lock")
+rcall("SREM", base .. "stalled", id)
+rcall("HMSET", jobKey, "stacktrace", ARGV[6], "failedReason", ARGV[5], "attemptsMade", ARGV[7])
+
+local mode = ARGV[8]
+if mode == "delay" then
+  local due = tonumber(ARGV[9])
+  local score = due * 4096 + (tonumber(string.match(id, "^%d+$") or "0") % 4096)
+  rcall("ZADD", KEYS[7], score, id)
+  rcall("PUBLISH", KEYS[7], due)
+  return 0
+end
+
+if mode == "retry" then
+  local target = KEYS[3]
+  if rcall("EXISTS", KEYS[5]) == 1 then target = KEYS[4] end
+  local priority = tonumber(rcall("HGET", jobKey, "priority")) or 0
+  if priority > 0 then
+    rcall("ZADD", KEYS[6], priority, id)
+    local ahead = rcall("ZCOUNT", KEYS[6], 0, priority)
+    local len = rcall("LLEN", target)
+    local pivot = rcall("LINDEX", target, len - (ahead - 1))
+    if pivot then
+      rcall("LINSERT", target, "BEFORE", pivot, id)
+    else
+      rcall("RPUSH", target, id)
+    end
+  else
+    local ok, opts = pcall(cjson.decode, rcall("HGET", jobKey, "opts") or "{}")
+    if ok and type(opts) == "table" and opts["lifo"] == true then
+      rcall("RPUSH", target, id)
+    else
+      rcall("LPUSH", target, id)
+    end
+  end
+  return 0
+end
+
+local deid = rcall("HGET", jobKey, "deid")
+if deid then
+  local deKey = base .. "de:" .. deid
+  local ttl = rcall("PTTL", deKey)
+  if ttl == 0 or ttl == -1 then rcall("DEL", deKey) end
+end
+local now = tonumber(ARGV[4])
+local keepCount = tonumber(ARGV[11])
+local function removeJobs(ids)
+  for _, old in ipairs(ids) do
+    rcall("DEL", base .. old, base .. old .. ":logs")
+  end
+end
+if keepCount == 0 then
+  rcall("DEL", jobKey, jobKey .. ":logs")
+else
+  rcall("ZADD", KEYS[2], now, id)
+  rcall("HSET", jobKey, "finishedOn", now)
+  if ARGV[10] ~= "" then
+    local cutoff = now - tonumber(ARGV[10]) * 1000
+    removeJobs(rcall("ZREVRANGEBYSCORE", KEYS[2], cutoff, "-inf"))
+    rcall("ZREMRANGEBYSCORE", KEYS[2], "-inf", cutoff)
+  end
+  if keepCount > 0 then
+    removeJobs(rcall("ZREVRANGE", KEYS[2], keepCount, -1))
+    rcall("ZREMRANGEBYRANK", KEYS[2], 0, -(keepCount + 1))
+  end
+end
+rcall("PUBLISH", KEYS[2], ARGV[12])
+return 0

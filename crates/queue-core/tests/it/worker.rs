@@ -1,0 +1,419 @@
+//! The worker: processing, retries, crashes, starvation, reconnects, poison jobs, Node fleets.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use queue_core::{
+    Backoff, Connections, JobOptions, JobState, Outcome, Queue, QueueSpec, Worker, WorkerSettings, handler,
+};
+use serde_json::{Value, json};
+
+use crate::support::{config, raw};
+
+/// Polls `check` every 20 ms until it returns true or `limit` passes.
+pub(crate) async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+fn fast() -> WorkerSettings {
+    WorkerSettings::default()
+        .lock_duration(Duration::from_millis(2000))
+        .stalled_interval(Duration::from_millis(1000))
+        .drain_delay(Duration::from_millis(500))
+        .guard_interval(Duration::from_millis(500))
+        .handler_threads(2)
+}
+
+type Starts = Arc<Mutex<HashMap<String, u32>>>;
+
+/// A handler that records every start, fails `failTimes` attempts, and returns `ret` or `{ok:true}`.
+fn recording(starts: Starts) -> queue_core::Handler {
+    handler(move |job| {
+        let starts = starts.clone();
+        async move {
+            *starts.lock().unwrap().entry(job.id().to_owned()).or_default() += 1;
+            let data = job.data().clone();
+            if let Some(n) = data["failTimes"].as_u64() {
+                if job.attempt() <= n {
+                    return Outcome::Retry(format!("fail {}", job.attempt()));
+                }
+            }
+            if data["failAlways"] == true {
+                return Outcome::Retry("always".into());
+            }
+            if let Some(ms) = data["sleepMs"].as_u64() {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            Outcome::Completed(data.get("ret").cloned().unwrap_or(json!({"ok": true, "id": job.id()})))
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_jobs_with_retries_backoff_and_final_states() {
+    let cfg = config(&test_support::redis_url(), 2);
+    let connections = Connections::builder(cfg, "it-worker").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "files").unwrap();
+    let ok = q.add("a", json!({"ret": [1, 2]}), JobOptions::default()).await.unwrap();
+    let flaky = q
+        .add(
+            "b",
+            json!({"failTimes": 2}),
+            JobOptions::default().attempts(3).backoff(Backoff::fixed(100)).stack_trace_limit(1),
+        )
+        .await
+        .unwrap();
+    let doomed = q.add("c", json!({"failAlways": true}), JobOptions::default().attempts(2)).await.unwrap();
+    let gone = q
+        .add("d", json!({}), JobOptions::default().remove_on_complete(queue_core::KeepJobs::Remove(true)))
+        .await
+        .unwrap();
+    let later = q.add("e", json!({}), JobOptions::default().delay(300)).await.unwrap();
+    let starts: Starts = Default::default();
+    let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 2, recording(starts.clone()))])
+        .await
+        .unwrap();
+    assert!(worker.is_blocking());
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let c = q.get_job_counts().await.unwrap();
+            c.completed == 3 && c.failed == 1
+        })
+        .await,
+        "{:?}",
+        q.get_job_counts().await.unwrap()
+    );
+    worker.close(Duration::from_secs(5)).await;
+    let a = q.get_job(&ok).await.unwrap().unwrap();
+    assert_eq!(a.returnvalue, Some(json!([1, 2])));
+    assert!(a.finished_on.is_some() && a.processed_on.is_some());
+    let b = q.get_job(&flaky).await.unwrap().unwrap();
+    assert_eq!((b.attempts_made, b.stacktrace.clone()), (2, vec!["fail 2".to_owned()]));
+    assert_eq!(b.failed_reason.as_deref(), Some("fail 2"));
+    let c = q.get_job(&doomed).await.unwrap().unwrap();
+    assert_eq!((c.attempts_made, c.failed_reason.as_deref(), c.stacktrace.len()), (2, Some("always"), 2));
+    assert!(q.get_job(&gone).await.unwrap().is_none());
+    let e = q.get_job(&later).await.unwrap().unwrap();
+    assert!(e.processed_on.unwrap() >= e.timestamp.unwrap() + 300);
+    let starts = starts.lock().unwrap();
+    assert_eq!((starts[&ok], starts[&flaky], starts[&doomed], starts[&later]), (1, 3, 2, 1));
+}
+
+/// Entry point of the child process of `a_killed_worker_s_jobs_are_recovered_by_another`: a
+/// worker whose handler never finishes. Runs only when that test starts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "entry point of a child process started by a crash test"]
+async fn child_worker() {
+    let url = std::env::var("QC_CHILD_URL").expect("QC_CHILD_URL");
+    let mut cfg = config(&url, 2);
+    cfg.prefix = std::env::var("QC_CHILD_PREFIX").expect("QC_CHILD_PREFIX");
+    let connections = Connections::builder(cfg, "child").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "crash").unwrap();
+    let stuck = handler(|_| async {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Outcome::Completed(Value::Null)
+    });
+    let _worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q, 4, stuck)]).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_jobs_are_recovered_by_another() {
+    let url = test_support::redis_url();
+    let cfg = config(&url, 2);
+    let prefix = cfg.prefix.clone();
+    let connections = Connections::builder(cfg, "it-rescuer").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "crash").unwrap();
+    for i in 0..10 {
+        q.add("job", json!({"i": i}), JobOptions::default()).await.unwrap();
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "worker::child_worker", "--nocapture"])
+        .env("QC_CHILD_URL", &url)
+        .env("QC_CHILD_PREFIX", &prefix)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let busy = eventually(Duration::from_secs(20), async || q.get_job_counts().await.unwrap().active == 4).await;
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(busy, "the child never took its 4 jobs: {:?}", q.get_job_counts().await.unwrap());
+
+    let starts: Starts = Default::default();
+    let started = Instant::now();
+    let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 4, recording(starts.clone()))])
+        .await
+        .unwrap();
+    let settings = fast();
+    let limit = settings.stalled_interval * 2 + settings.lock_duration + Duration::from_secs(3);
+    let done = eventually(limit, async || q.get_job_counts().await.unwrap().completed == 10).await;
+    let took = started.elapsed();
+    let stats = worker.stats();
+    worker.close(Duration::from_secs(5)).await;
+    let counts = q.get_job_counts().await.unwrap();
+    assert!(done, "not all jobs completed within {limit:?}: {counts:?}");
+    assert_eq!((counts.completed, counts.active, counts.waiting, counts.failed), (10, 0, 0, 0));
+    assert_eq!(stats.stalled_recovered, 4, "{stats:?}");
+    assert!(starts.lock().unwrap().values().all(|n| *n == 1));
+    tracing::info!(?took, "recovered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_bound_handler_keeps_its_lock_and_runs_once() {
+    let url = test_support::redis_url();
+    let cfg = config(&url, 2);
+    let lock = Duration::from_millis(1000);
+    let settings = fast().lock_duration(lock).stalled_interval(Duration::from_millis(300));
+    let connections = Connections::builder(cfg.clone(), "it-cpu-a").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "cpu").unwrap();
+    let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let burn = {
+        let runs = runs.clone();
+        handler(move |_| {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                // Spin every core, including this handler thread, for three lock durations.
+                let until = Instant::now() + lock * 3;
+                let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+                let spinners: Vec<_> = (1..cores)
+                    .map(|_| {
+                        std::thread::spawn(move || {
+                            while Instant::now() < until {
+                                std::hint::spin_loop()
+                            }
+                        })
+                    })
+                    .collect();
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                spinners.into_iter().for_each(|t| t.join().unwrap());
+                Outcome::Completed(json!("burnt"))
+            }
+        })
+    };
+    let a =
+        Worker::start(&connections, settings.clone(), vec![QueueSpec::new(q.clone(), 1, burn.clone())]).await.unwrap();
+    let id = q.add("burn", json!({}), JobOptions::default()).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), async || q.get_job_counts().await.unwrap().active == 1).await);
+    // A second worker whose stalled checks would take the job if its lock ever expired.
+    let mut cfg_b = config(&url, 2);
+    cfg_b.prefix = cfg.prefix.clone();
+    let connections_b = Connections::builder(cfg_b, "it-cpu-b").blocking(1).build().unwrap();
+    let qb = Queue::new(&connections_b, "cpu").unwrap();
+    let b = Worker::start(&connections_b, settings, vec![QueueSpec::new(qb, 1, burn)]).await.unwrap();
+    assert!(eventually(Duration::from_secs(15), async || q.get_job_counts().await.unwrap().completed == 1).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (sa, sb) = (a.stats(), b.stats());
+    a.close(Duration::from_secs(5)).await;
+    b.close(Duration::from_secs(5)).await;
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1, "a: {sa:?} b: {sb:?}");
+    assert_eq!((sa.lost_locks, sb.stalled_recovered, sa.stalled_recovered), (0, 0, 0));
+    let job = q.get_job(&id).await.unwrap().unwrap();
+    assert_eq!((job.returnvalue, job.stalled_counter), (Some(json!("burnt")), 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_blocking_workers_wake_on_pub_sub_and_survive_a_lost_subscriber() {
+    let url = test_support::redis_url();
+    let service = test_support::unique("zb");
+    let connections = Connections::builder(config(&url, 2), &service).subscriber(true).build().unwrap();
+    let q = Queue::new(&connections, "zb").unwrap();
+    let poll = Duration::from_secs(10);
+    let starts: Starts = Default::default();
+    let worker = Worker::start(
+        &connections,
+        fast().drain_delay(poll),
+        vec![QueueSpec::new(q.clone(), 2, recording(starts.clone()))],
+    )
+    .await
+    .unwrap();
+    assert!(!worker.is_blocking());
+    // Let the worker go idle, then add: pub/sub wakes it long before its next poll.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let added = Instant::now();
+    q.add("a", json!({}), JobOptions::default()).await.unwrap();
+    assert!(eventually(poll / 2, async || q.get_job_counts().await.unwrap().completed == 1).await);
+    assert!(added.elapsed() < poll / 3, "pickup took {:?} with a poll interval of {poll:?}", added.elapsed());
+
+    // Kill the subscriber connection and add at once: the job is still found.
+    let mut r = raw(&url).await;
+    for (id, name) in crate::support::clients_of(&mut r, &service).await {
+        if name.contains(":subscriber:") {
+            let _: () = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query_async(&mut r).await.unwrap();
+        }
+    }
+    for i in 0..3 {
+        q.add("b", json!({"i": i}), JobOptions::default()).await.unwrap();
+    }
+    assert!(
+        eventually(poll * 2, async || q.get_job_counts().await.unwrap().completed == 4).await,
+        "{:?}",
+        q.get_job_counts().await.unwrap()
+    );
+    assert_eq!(connections.stats().blocking.open, 0);
+    worker.close(Duration::from_secs(5)).await;
+}
+
+async fn survives_a_redis_restart(blocking: usize) {
+    let mut server = test_support::RedisServer::start();
+    let mut cfg = config(&server.url(), 3);
+    cfg.command_timeout = Duration::from_millis(1000);
+    cfg.connect_timeout = Duration::from_millis(500);
+    let connections = Connections::builder(cfg, "restart").subscriber(true).blocking(blocking).build().unwrap();
+    let q = Queue::new(&connections, "r").unwrap();
+    let starts: Starts = Default::default();
+    let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 2, recording(starts.clone()))])
+        .await
+        .unwrap();
+    q.add("before", json!({}), JobOptions::default()).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), async || q.get_job_counts().await.unwrap().completed == 1).await);
+    tokio::time::sleep(Duration::from_millis(200)).await; // idle: the blocking pop is waiting
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.restart();
+    let added =
+        eventually(Duration::from_secs(10), async || q.add("after", json!({}), JobOptions::default()).await.is_ok())
+            .await;
+    assert!(added, "the producer side did not reconnect");
+    let done = eventually(Duration::from_secs(15), async || {
+        q.get_job_counts().await.map(|c| c.completed >= 2 && c.waiting == 0).unwrap_or(false)
+    })
+    .await;
+    let counts = q.get_job_counts().await;
+    worker.close(Duration::from_secs(5)).await;
+    assert!(done, "blocking={blocking}: the worker did not resume after the restart: {counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_worker_resumes_after_redis_restarts() {
+    survives_a_redis_restart(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_blocking_worker_resumes_after_redis_restarts() {
+    survives_a_redis_restart(0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_jobs_fail_with_a_reason_and_the_rest_goes_on() {
+    let url = test_support::redis_url();
+    let connections = Connections::builder(config(&url, 2), "it-poison").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "poison").unwrap();
+    let keys = q.keys().clone();
+    let mut r = raw(&url).await;
+    let first = q.add("ok", json!({}), JobOptions::default()).await.unwrap();
+    let poison = [
+        (
+            "p-data",
+            vec![("name", "x"), ("data", "{not json"), ("opts", "{}"), ("timestamp", "1")],
+            "data is not valid JSON",
+        ),
+        ("p-noopts", vec![("name", "x"), ("data", "{}"), ("timestamp", "1")], "opts is missing"),
+        (
+            "p-opts",
+            vec![("name", "x"), ("data", "{}"), ("opts", "nope"), ("timestamp", "1")],
+            "opts is not a valid options object",
+        ),
+    ];
+    for (id, fields, _) in &poison {
+        let _: () = redis::AsyncCommands::hset_multiple(&mut r, keys.job(id), fields).await.unwrap();
+        let _: () = redis::AsyncCommands::lpush(&mut r, keys.wait(), *id).await.unwrap();
+    }
+    let _: () = redis::AsyncCommands::lpush(&mut r, keys.wait(), "orphan-1").await.unwrap();
+    // A hash without opts, lockless in active: Bull's own stalled check would break on it.
+    let _: () = redis::AsyncCommands::hset_multiple(&mut r, keys.job("p-stalled"), &[("data", "{}")]).await.unwrap();
+    let _: () = redis::AsyncCommands::lpush(&mut r, keys.active(), "p-stalled").await.unwrap();
+    let last = q.add("ok", json!({}), JobOptions::default()).await.unwrap();
+
+    let starts: Starts = Default::default();
+    let worker = Worker::start(
+        &connections,
+        fast().max_stalled_count(0),
+        vec![QueueSpec::new(q.clone(), 2, recording(starts.clone()))],
+    )
+    .await
+    .unwrap();
+    let settled = eventually(Duration::from_secs(10), async || {
+        let c = q.get_job_counts().await.unwrap();
+        c.completed == 2 && c.failed == 4 && c.active == 0 && c.waiting == 0
+    })
+    .await;
+    let stats = worker.stats();
+    worker.close(Duration::from_secs(5)).await;
+    assert!(settled, "{:?} {stats:?}", q.get_job_counts().await.unwrap());
+    for (id, _, reason) in &poison {
+        let job = q.get_job(id).await.unwrap().unwrap();
+        let failed = job.failed_reason.unwrap_or_default();
+        assert!(failed.contains("malformed job hash") && failed.contains(reason), "{id}: {failed}");
+        assert_eq!(q.get_job_state(id).await.unwrap(), Some(JobState::Failed));
+    }
+    let stalled = q.get_job("p-stalled").await.unwrap().unwrap();
+    assert_eq!(stalled.failed_reason.as_deref(), Some("job stalled more than allowable limit"));
+    assert_eq!(stats.stalled_failed, 1);
+    assert!(!starts.lock().unwrap().keys().any(|id| id.starts_with("p-")), "no handler ran for a poison job");
+    assert_eq!(starts.lock().unwrap().get(&first), Some(&1));
+    assert_eq!(starts.lock().unwrap().get(&last), Some(&1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_on_two_busy_queues_stays_within_its_budget() {
+    let url = test_support::redis_url();
+    let service = test_support::unique("wbudget");
+    let connections = Connections::builder(config(&url, 4), &service).subscriber(true).blocking(2).build().unwrap();
+    let files = Queue::new(&connections, "files").unwrap();
+    let hooks = Queue::new(&connections, "webhooks").unwrap();
+    let jobs = |n| {
+        (0..n)
+            .map(|i| queue_core::NewJob::new("j", json!({"i": i}), JobOptions::default()).unwrap())
+            .collect::<Vec<_>>()
+    };
+    files.add_bulk(jobs(1000)).await.unwrap();
+    hooks.add_bulk(jobs(1000)).await.unwrap();
+    let noop = handler(|_| async { Outcome::Completed(Value::Null) });
+    let worker = Worker::start(
+        &connections,
+        fast(),
+        vec![QueueSpec::new(files.clone(), 50, noop.clone()), QueueSpec::new(hooks.clone(), 50, noop)],
+    )
+    .await
+    .unwrap();
+    let mut r = raw(&url).await;
+    let mut max_seen = 0;
+    let mut names = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let clients = crate::support::clients_of(&mut r, &service).await;
+        max_seen = max_seen.max(clients.len());
+        let (f, h) = (files.get_job_counts().await.unwrap(), hooks.get_job_counts().await.unwrap());
+        if f.completed == 1000 && h.completed == 1000 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let stats = connections.stats();
+    // Idle now: each queue's fetcher waits in a blocking pop on a connection that carries Bull's
+    // getWorkers() label in front of its own name.
+    let labels = [files.keys().worker_name_prefix(), hooks.keys().worker_name_prefix()];
+    let labelled = eventually(Duration::from_secs(5), async || {
+        names = crate::support::all_client_names(&mut r).await.into_iter().filter(|n| n.contains(&service)).collect();
+        labels.iter().all(|l| names.iter().any(|n| n.starts_with(&format!("{l}:{service}:blocking:"))))
+    })
+    .await;
+    worker.close(Duration::from_secs(5)).await;
+    assert!(labelled, "{names:?}");
+    assert_eq!(files.get_job_counts().await.unwrap().completed, 1000);
+    assert_eq!(hooks.get_job_counts().await.unwrap().completed, 1000);
+    assert!(max_seen <= 2, "named <service>:… connections seen: {max_seen}");
+    assert!(stats.open <= 4, "{stats:?}");
+    assert!(names.len() <= 4, "{names:?}");
+}
