@@ -205,6 +205,16 @@ const commands = {
     return refusable(async () => (await mustGetJob(queue, args.id)).promote());
   },
 
+  // args.name and args.repeat as given to queue.add; prints true.
+  async removeRepeatable(queue, args) {
+    await queue.removeRepeatable(args.name, args.repeat);
+    return true;
+  },
+
+  getRepeatableJobs(queue) {
+    return queue.getRepeatableJobs();
+  },
+
   retryJobs(queue, args) {
     return refusable(() => queue.retryJobs({ count: args.count }));
   },

@@ -222,6 +222,9 @@ struct Shared {
     token: String,
     blocking: bool,
     closing: AtomicBool,
+    /// Set when `close` gives up on jobs in hand: their outcome is no longer written, so their
+    /// lock expires and a stalled check recovers them.
+    abandoned: AtomicBool,
     paused: AtomicBool,
     state_changed: Notify,
     counters: Counters,
@@ -279,6 +282,7 @@ impl Worker {
             token: uuid::Uuid::new_v4().to_string(),
             blocking: pool > 0,
             closing: AtomicBool::new(false),
+            abandoned: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             state_changed: Notify::new(),
             counters: Counters::default(),
@@ -418,6 +422,7 @@ impl Worker {
             }
         };
         if tokio::time::timeout(deadline, drained).await.is_err() {
+            self.shared.abandoned.store(true, Ordering::Release);
             tracing::warn!(
                 active = self.stats().active,
                 "worker closed with jobs still running; stall recovery will retry them"
@@ -433,6 +438,7 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.shared.closing.store(true, Ordering::Release);
+        self.shared.abandoned.store(true, Ordering::Release);
         for task in self.fetchers.iter().chain(self.duties.iter()) {
             task.abort();
         }
@@ -589,6 +595,10 @@ async fn process(shared: Arc<Shared>, q: Arc<QueueState>, mut id: String, mut jo
         let span = tracing::info_span!("job", queue = q.queue.name(), id = %id, name = %job.name, attempt = job.attempts_made + 1);
         let next = async {
             let outcome = run_attempt(&shared, &q, &job, lost.clone()).await;
+            if shared.abandoned.load(Ordering::Acquire) {
+                tracing::warn!("worker closed before the job finished; leaving it to stall recovery");
+                return None;
+            }
             let fetch_next = matches!(outcome, Outcome::Completed(_))
                 && q.limiter.is_none()
                 && !stopped(&shared)

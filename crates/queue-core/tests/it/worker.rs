@@ -417,3 +417,209 @@ async fn a_worker_on_two_busy_queues_stays_within_its_budget() {
     assert!(stats.open <= 4, "{stats:?}");
     assert!(names.len() <= 4, "{names:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_created_repeatables_keep_running_on_our_worker_until_removed() {
+    let url = test_support::redis_url();
+    let cfg = config(&url, 2);
+    let peer = json!({"redis": url, "prefix": cfg.prefix, "queue": "rep"});
+    let connections = Connections::builder(cfg, "it-repeat").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "rep").unwrap();
+    let every = json!({"every": 1000});
+    let cron = json!({"cron": "*/1 * * * * *", "tz": "Europe/Madrid"});
+    let mut args = peer.clone();
+    args["jobs"] = json!([
+        {"name": "tick", "data": {"kind": "every"}, "opts": {"repeat": every}},
+        {"name": "cronjob", "data": {"kind": "cron"}, "opts": {"jobId": "myrep", "repeat": cron}},
+    ]);
+    test_support::NodePeer::run("add", args);
+    let starts: Starts = Default::default();
+    let worker = Worker::start(
+        &connections,
+        fast().guard_interval(Duration::from_millis(200)),
+        vec![QueueSpec::new(q.clone(), 2, recording(starts.clone()))],
+    )
+    .await
+    .unwrap();
+    let ran = eventually(Duration::from_secs(15), async || q.get_job_counts().await.unwrap().completed >= 6).await;
+    assert!(ran, "{:?}", q.get_job_counts().await.unwrap());
+
+    // Every completed iteration has the id Bull would give it.
+    let completed = q.get_jobs(&[JobState::Completed], 0, -1, true).await.unwrap();
+    let mut kinds = HashMap::<String, usize>::new();
+    for job in completed.into_iter().flatten() {
+        let repeat = job.opts.repeat.clone().unwrap();
+        let key = repeat.key.clone().unwrap();
+        assert_eq!(job.id, queue_core::iteration_id(&job.name, &repeat, &key, job.opts.prev_millis.unwrap()));
+        assert_eq!(job.opts.prev_millis.unwrap() % 1000, 0);
+        *kinds.entry(job.data["kind"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    assert!(kinds["every"] >= 2 && kinds["cron"] >= 2, "{kinds:?}");
+
+    // Removing them (through Node) stops them: at most the iteration already scheduled runs.
+    for (name, repeat) in
+        [("tick", every), ("cronjob", json!({"cron": "*/1 * * * * *", "tz": "Europe/Madrid", "jobId": "myrep"}))]
+    {
+        let mut args = peer.clone();
+        args["name"] = json!(name);
+        args["repeat"] = repeat;
+        assert_eq!(test_support::NodePeer::run("removeRepeatable", args), true);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let settled = q.get_job_counts().await.unwrap().completed;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let counts = q.get_job_counts().await.unwrap();
+    worker.close(Duration::from_secs(5)).await;
+    assert_eq!(counts.completed, settled, "iterations kept coming after removal: {counts:?}");
+    assert_eq!((counts.delayed, counts.waiting), (0, 0), "{counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panics_and_timeouts_fail_the_attempt_not_the_worker() {
+    let connections =
+        Connections::builder(config(&test_support::redis_url(), 2), "it-panic").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "panics").unwrap();
+    let panicky = q.add("panic", json!({}), JobOptions::default()).await.unwrap();
+    let slow = q.add("slow", json!({}), JobOptions::default().timeout(200)).await.unwrap();
+    let fine = q.add("fine", json!({}), JobOptions::default()).await.unwrap();
+    let h = handler(|job| async move {
+        match job.name() {
+            "panic" => panic!("kaboom {}", job.id()),
+            "slow" => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Outcome::Completed(Value::Null)
+            }
+            _ => Outcome::Completed(json!("fine")),
+        }
+    });
+    let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 3, h)]).await.unwrap();
+    let settled = eventually(Duration::from_secs(10), async || {
+        let c = q.get_job_counts().await.unwrap();
+        c.failed == 2 && c.completed == 1
+    })
+    .await;
+    worker.close(Duration::from_secs(2)).await;
+    assert!(settled, "{:?}", q.get_job_counts().await.unwrap());
+    assert_eq!(
+        q.get_job(&panicky).await.unwrap().unwrap().failed_reason,
+        Some(format!("handler panicked: kaboom {panicky}"))
+    );
+    assert_eq!(
+        q.get_job(&slow).await.unwrap().unwrap().failed_reason.as_deref(),
+        Some("Promise timed out after 200 milliseconds")
+    );
+    assert_eq!(q.get_job(&fine).await.unwrap().unwrap().returnvalue, Some(json!("fine")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_lost_its_lock_writes_nothing() {
+    let url = test_support::redis_url();
+    let connections = Connections::builder(config(&url, 2), "it-lost").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "lost").unwrap();
+    let id = q.add("a", json!({}), JobOptions::default()).await.unwrap();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let h = {
+        let release = release.clone();
+        handler(move |_| {
+            let release = release.clone();
+            async move {
+                release.notified().await;
+                Outcome::Completed(json!("stale"))
+            }
+        })
+    };
+    let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 1, h)]).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), async || q.get_job_counts().await.unwrap().active == 1).await);
+    // Another owner takes the job over (as a stall recovery and a second worker would).
+    let mut r = raw(&url).await;
+    let _: () = redis::AsyncCommands::set(&mut r, q.keys().lock(&id), "another-worker").await.unwrap();
+    release.notify_one();
+    assert!(eventually(Duration::from_secs(5), async || worker.stats().lost_locks == 1).await, "{:?}", worker.stats());
+    worker.close(Duration::from_secs(2)).await;
+    let job = q.get_job(&id).await.unwrap().unwrap();
+    assert_eq!((job.returnvalue, job.finished_on), (None, None));
+    assert_eq!(q.get_job_state(&id).await.unwrap(), Some(JobState::Active));
+    let owner: String = redis::AsyncCommands::get(&mut r, q.keys().lock(&id)).await.unwrap();
+    assert_eq!(owner, "another-worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_waits_for_jobs_in_hand_and_leaves_overdue_ones_to_stall_recovery() {
+    let url = test_support::redis_url();
+    let connections = Connections::builder(config(&url, 2), "it-close").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "closing").unwrap();
+    let quick = q.add("quick", json!({"sleepMs": 300}), JobOptions::default()).await.unwrap();
+    let long = q.add("long", json!({"sleepMs": 20_000}), JobOptions::default()).await.unwrap();
+    let starts: Starts = Default::default();
+    let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 2, recording(starts.clone()))])
+        .await
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), async || q.get_job_counts().await.unwrap().active == 2).await);
+    worker.close(Duration::from_secs(1)).await;
+    assert_eq!(q.get_job_state(&quick).await.unwrap(), Some(JobState::Completed));
+    assert_eq!(q.get_job_state(&long).await.unwrap(), Some(JobState::Active), "left for stall recovery, not dropped");
+    q.add("after-close", json!({}), JobOptions::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(q.get_job_counts().await.unwrap().waiting, 1, "a closed worker takes no job");
+    // A successor recovers the abandoned job once its lock expires.
+    let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 2, recording(Default::default()))])
+        .await
+        .unwrap();
+    let recovered = eventually(Duration::from_secs(10), async || {
+        q.get_job(&long).await.unwrap().is_some_and(|j| j.stalled_counter == 1)
+    })
+    .await;
+    worker.close(Duration::from_millis(100)).await;
+    assert!(recovered);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_pause_stops_this_worker_only() {
+    let connections =
+        Connections::builder(config(&test_support::redis_url(), 2), "it-lpause").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "lpause").unwrap();
+    let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 1, recording(Default::default()))])
+        .await
+        .unwrap();
+    q.add("a", json!({"sleepMs": 200}), JobOptions::default()).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), async || q.get_job_counts().await.unwrap().active == 1).await);
+    worker.pause_local().await;
+    assert_eq!(q.get_job_counts().await.unwrap().completed, 1, "pause_local waits for the job in hand");
+    tokio::time::sleep(Duration::from_millis(600)).await; // any blocking pop in flight returns
+    let before = q.get_job_counts().await.unwrap().completed;
+    q.add("b", json!({}), JobOptions::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(q.get_job_counts().await.unwrap().completed, before);
+    assert!(!q.is_paused().await.unwrap(), "a local pause is not a global one");
+    worker.resume_local();
+    assert!(eventually(Duration::from_secs(5), async || q.get_job_counts().await.unwrap().waiting == 0).await);
+    worker.close(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limiter_spaces_jobs_and_drops_none() {
+    let connections =
+        Connections::builder(config(&test_support::redis_url(), 2), "it-limit").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "limited").unwrap();
+    let jobs = (0..12).map(|i| queue_core::NewJob::new("j", json!({"i": i}), JobOptions::default()).unwrap()).collect();
+    q.add_bulk(jobs).await.unwrap();
+    let limit = queue_core::RateLimit { max: 4, duration: Duration::from_millis(500), per_group: false };
+    let spec = QueueSpec::new(q.clone(), 4, recording(Default::default())).limiter(limit);
+    let worker =
+        Worker::start(&connections, fast().guard_interval(Duration::from_millis(100)), vec![spec]).await.unwrap();
+    let done = eventually(Duration::from_secs(15), async || q.get_job_counts().await.unwrap().completed == 12).await;
+    worker.close(Duration::from_secs(2)).await;
+    assert!(done, "{:?}", q.get_job_counts().await.unwrap());
+    let mut started: Vec<i64> = q
+        .get_jobs(&[JobState::Completed], 0, -1, true)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.unwrap().processed_on.unwrap())
+        .collect();
+    started.sort();
+    for (i, t) in started.iter().enumerate() {
+        let in_window = started[i..].iter().take_while(|u| **u < t + 500).count();
+        assert!(in_window <= 4, "{in_window} jobs started within 500 ms of {t}: {started:?}");
+    }
+}
