@@ -21,6 +21,7 @@ mod config;
 mod connections;
 mod connector;
 mod error;
+mod events;
 mod handler;
 mod job;
 mod keys;
@@ -41,6 +42,7 @@ pub use config::{
 };
 pub use connections::{Connections, ConnectionsBuilder};
 pub use error::{Error, Result};
+pub use events::{FINISHED_WATCHDOG, QueueEvent, QueueEvents, wait_until_finished};
 pub use handler::{ActiveJob, Handler, HandlerFuture, Outcome, handler};
 pub use job::{DEFAULT_JOB_NAME, Job, JobState};
 pub use keys::{
