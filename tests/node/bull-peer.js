@@ -250,7 +250,14 @@ const commands = {
     }
     await sleep(100);
     log('READY');
-    await sleep(durationMs);
+    // SIGTERM ends the collection early and still prints what was collected.
+    await new Promise(resolve => {
+      const timer = setTimeout(resolve, durationMs);
+      process.once('SIGTERM', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
     return collected;
   }
 };

@@ -46,7 +46,7 @@ pub enum Error {
     Timeout {
         /// The role whose call timed out.
         role: Role,
-        /// `connect` or `command`.
+        /// `connect`, `command`, or `wait` (waiting for a job to finish).
         what: &'static str,
         /// The limit that was exceeded.
         after: Duration,

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::role::Role;
 
 /// Capacity of the broadcast buffer; a receiver that lags further loses messages, which is
-/// acceptable because pub/sub messages are hints (see [`SubscriberEvent::Lagged`]).
+/// acceptable because pub/sub messages are hints (a lagging receiver gets `RecvError::Lagged` and must re-read state).
 const EVENT_BUFFER: usize = 4096;
 
 /// One pub/sub message.

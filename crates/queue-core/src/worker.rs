@@ -479,7 +479,7 @@ async fn fetch_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
                 failures = 0;
                 let (shared, q) = (shared.clone(), q.clone());
                 tokio::spawn(async move {
-                    process(shared, q, id, job).await;
+                    process(shared, q, id, *job).await;
                     drop(slot);
                 });
             }
@@ -505,7 +505,7 @@ async fn fetch_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
 }
 
 enum Fetched {
-    Job(String, Job),
+    Job(String, Box<Job>),
     /// Something was taken care of (an orphan id, a rate-limited job): fetch again at once.
     Again,
     Idle,
@@ -582,7 +582,7 @@ fn parse_taken(reply: RedisValue, queue: &str) -> Result<Fetched> {
             let hash: HashMap<String, String> =
                 fields.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
             let job = Job::from_hash(&id, &hash);
-            Ok(Fetched::Job(id, job))
+            Ok(Fetched::Job(id, Box::new(job)))
         }
         (other, _) => Err(bad(format!("unknown reply kind {other}"))),
     }
@@ -620,10 +620,10 @@ async fn run_attempt(shared: &Shared, q: &QueueState, job: &Job, lost: Arc<Atomi
         tracing::warn!(reason, "failing a malformed job");
         return Outcome::Unrecoverable(reason.clone());
     }
-    if job.opts.repeat.is_some() {
-        if let Err(e) = q.queue.add_next_iteration(job).await {
-            tracing::warn!(error = %e, "could not schedule the next iteration of a repeatable job");
-        }
+    if job.opts.repeat.is_some()
+        && let Err(e) = q.queue.add_next_iteration(job).await
+    {
+        tracing::warn!(error = %e, "could not schedule the next iteration of a repeatable job");
     }
     let active = ActiveJob::new(Arc::new(job.clone()), q.queue.clone(), lost);
     let task = shared.handlers.spawn((q.handler)(active));
@@ -804,7 +804,7 @@ async fn finish(
         other => {
             count_outcome(shared, job, &outcome, q);
             match parse_taken(other, q.queue.name()) {
-                Ok(Fetched::Job(id, job)) => Some((id, job)),
+                Ok(Fetched::Job(id, job)) => Some((id, *job)),
                 Ok(_) => None,
                 Err(e) => {
                     tracing::warn!(error = %e, "unexpected reply when fetching the next job");
@@ -853,10 +853,10 @@ async fn renew_locks(shared: Arc<Shared>, queues: Vec<Arc<QueueState>>) {
                 Ok(lost) => {
                     let active = q.active.lock().expect("active lock");
                     for id in lost {
-                        if let Some(flag) = active.get(&id) {
-                            if !flag.swap(true, Ordering::AcqRel) {
-                                tracing::warn!(queue = q.queue.name(), id, "lock lost while the job was running");
-                            }
+                        if let Some(flag) = active.get(&id)
+                            && !flag.swap(true, Ordering::AcqRel)
+                        {
+                            tracing::warn!(queue = q.queue.name(), id, "lock lost while the job was running");
                         }
                     }
                 }

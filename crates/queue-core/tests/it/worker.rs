@@ -41,10 +41,10 @@ fn recording(starts: Starts) -> queue_core::Handler {
         async move {
             *starts.lock().unwrap().entry(job.id().to_owned()).or_default() += 1;
             let data = job.data().clone();
-            if let Some(n) = data["failTimes"].as_u64() {
-                if job.attempt() <= n {
-                    return Outcome::Retry(format!("fail {}", job.attempt()));
-                }
+            if let Some(n) = data["failTimes"].as_u64()
+                && job.attempt() <= n
+            {
+                return Outcome::Retry(format!("fail {}", job.attempt()));
             }
             if data["failAlways"] == true {
                 return Outcome::Retry("always".into());
@@ -622,4 +622,145 @@ async fn the_rate_limiter_spaces_jobs_and_drops_none() {
         let in_window = started[i..].iter().take_while(|u| **u < t + 500).count();
         assert!(in_window <= 4, "{in_window} jobs started within 500 ms of {t}: {started:?}");
     }
+}
+
+/// How many times a job of the mixed-fleet test must run, from its data.
+fn expected_runs(data: &Value) -> u32 {
+    // Both kinds run twice: failAlways has 2 attempts, failTimes 1 succeeds on the second.
+    if data["failAlways"] == true || data["failTimes"] == 1 { 2 } else { 1 }
+}
+
+fn mixed_job(i: u64) -> (Value, Value) {
+    let mut data = json!({"i": i, "path": format!("/data/file{i}.mp4")});
+    let mut opts = json!({});
+    if i.is_multiple_of(10) {
+        opts["delay"] = json!(i % 300);
+    }
+    if i.is_multiple_of(7) {
+        opts["priority"] = json!(1 + i % 3);
+    }
+    if i.is_multiple_of(11) {
+        data["failTimes"] = json!(1);
+        opts["attempts"] = json!(3);
+        opts["backoff"] = json!({"type": "fixed", "delay": 50});
+    } else if i.is_multiple_of(13) {
+        data["failAlways"] = json!(true);
+        opts["attempts"] = json!(2);
+    }
+    (data, opts)
+}
+
+fn kill_term(child: &std::process::Child) {
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_fleet_with_node_bull_processes_every_job_exactly_once() {
+    const TOTAL: u64 = 5000;
+    let url = test_support::redis_url();
+    let cfg = config(&url, 3);
+    let peer = json!({"redis": url, "prefix": cfg.prefix, "queue": "mixed"});
+    let connections = Connections::builder(cfg, "it-mixed").subscriber(true).blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "mixed").unwrap();
+
+    let mut events = queue_core::QueueEvents::new(&connections, &[&q]).await.unwrap();
+    let our_view: Arc<Mutex<std::collections::HashSet<String>>> = Default::default();
+    let listener = {
+        let our_view = our_view.clone();
+        tokio::spawn(async move {
+            while let Some(event) = events.next().await {
+                if let queue_core::QueueEvent::Completed { job_id, .. } = event {
+                    our_view.lock().unwrap().insert(job_id);
+                }
+            }
+        })
+    };
+    let mut args = peer.clone();
+    args["events"] = json!(["completed"]);
+    args["durationMs"] = json!(180_000);
+    let node_events = test_support::NodePeer::spawn("events", args);
+    test_support::NodePeer::wait_ready(&node_events, Duration::from_secs(30));
+    let mut args = peer.clone();
+    args["concurrency"] = json!(10);
+    args["timeoutMs"] = json!(180_000);
+    let node_worker = test_support::NodePeer::spawn("process", args);
+    test_support::NodePeer::wait_ready(&node_worker, Duration::from_secs(30));
+    let starts: Starts = Default::default();
+    let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 10, recording(starts.clone()))])
+        .await
+        .unwrap();
+
+    // Half the jobs from Node, half from us, interleaved in chunks.
+    for chunk in 0..10u64 {
+        let ids: Vec<u64> = (chunk * 500..(chunk + 1) * 500).collect();
+        if chunk % 2 == 0 {
+            let jobs: Vec<Value> = ids
+                .iter()
+                .map(|i| mixed_job(*i))
+                .map(|(data, opts)| json!({"name": "n", "data": data, "opts": opts}))
+                .collect();
+            let mut args = peer.clone();
+            args["jobs"] = json!(jobs);
+            tokio::task::spawn_blocking(move || test_support::NodePeer::run("add", args)).await.unwrap();
+        } else {
+            let jobs = ids
+                .iter()
+                .map(|i| {
+                    let (data, opts) = mixed_job(*i);
+                    let opts: JobOptions = serde_json::from_value(opts).unwrap();
+                    queue_core::NewJob::new("r", data, opts).unwrap()
+                })
+                .collect();
+            q.add_bulk(jobs).await.unwrap();
+        }
+    }
+    let finished = eventually(Duration::from_secs(120), async || {
+        let c = q.get_job_counts().await.unwrap();
+        c.completed + c.failed == TOTAL
+    })
+    .await;
+    kill_term(&node_worker);
+    let node_run = tokio::task::spawn_blocking(move || test_support::NodePeer::finish(node_worker)).await.unwrap();
+    worker.close(Duration::from_secs(5)).await;
+    let counts = q.get_job_counts().await.unwrap();
+    assert!(finished, "{counts:?}");
+    assert_eq!((counts.waiting, counts.active, counts.delayed, counts.paused), (0, 0, 0, 0), "{counts:?}");
+    let node_counts = test_support::NodePeer::run("counts", peer.clone());
+    assert_eq!(serde_json::to_value(counts).unwrap(), node_counts);
+
+    // Every job ran exactly as often as its attempts require, whichever side ran it.
+    let mut runs: HashMap<String, u32> = starts.lock().unwrap().clone();
+    let ours = runs.len();
+    for start in node_run["starts"].as_array().unwrap() {
+        *runs.entry(start["id"].as_str().unwrap().to_owned()).or_default() += 1;
+    }
+    assert!(ours > 0 && !node_run["starts"].as_array().unwrap().is_empty(), "both sides must take jobs");
+    let all = q.get_jobs(&[JobState::Completed, JobState::Failed], 0, -1, true).await.unwrap();
+    assert_eq!(all.len() as u64, TOTAL);
+    let mut seen = std::collections::HashSet::new();
+    for job in all.into_iter().map(Option::unwrap) {
+        assert!(seen.insert(job.id.clone()), "job {} is in two final states", job.id);
+        assert_eq!(runs.get(&job.id).copied().unwrap_or(0), expected_runs(&job.data), "job {}: {:?}", job.id, job.data);
+        let failed = job.data["failAlways"] == true;
+        assert_eq!(
+            job.failed_reason.is_some() && job.finished_on.is_some() && job.returnvalue.is_none(),
+            failed,
+            "{job:?}"
+        );
+    }
+
+    // Each side's global events saw the other side's completions.
+    kill_term(&node_events);
+    let node_seen = tokio::task::spawn_blocking(move || test_support::NodePeer::finish(node_events)).await.unwrap();
+    let node_completed: std::collections::HashSet<String> =
+        node_seen.as_array().unwrap().iter().map(|e| e["args"][0].as_str().unwrap().to_owned()).collect();
+    let completed_by_us = starts.lock().unwrap().keys().filter(|id| node_completed.contains(*id)).count();
+    assert!(completed_by_us > 0, "Node saw none of our completions");
+    let node_done: Vec<String> =
+        node_run["completed"].as_array().unwrap().iter().map(|id| id.as_str().unwrap().to_owned()).collect();
+    assert!(!node_done.is_empty());
+    let missed = |view: &std::collections::HashSet<String>| node_done.iter().filter(|id| !view.contains(*id)).count();
+    let all_seen = eventually(Duration::from_secs(5), async || missed(&our_view.lock().unwrap()) == 0).await;
+    listener.abort();
+    assert!(all_seen, "our QueueEvents missed {} of Node's completions", missed(&our_view.lock().unwrap()));
 }
