@@ -57,6 +57,9 @@ pub fn validate_queue_name(name: &str) -> Result<()> {
     if name.chars().any(|c| c.is_control()) {
         return refuse("must not contain control characters");
     }
+    if name == crate::heartbeat::HEARTBEAT_NAMESPACE {
+        return refuse("is reserved for heartbeats");
+    }
     Ok(())
 }
 
@@ -257,7 +260,7 @@ mod tests {
 
     #[test]
     fn bad_names_and_ids_are_refused() {
-        for name in ["", "a:b", "x\ny"] {
+        for name in ["", "a:b", "x\ny", "__hb__"] {
             assert!(QueueKeys::new("bull", name).is_err(), "{name:?}");
         }
         assert!(QueueKeys::new("", "q").is_err());

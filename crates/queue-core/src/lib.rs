@@ -23,6 +23,7 @@ mod connector;
 mod error;
 mod events;
 mod handler;
+mod heartbeat;
 mod job;
 mod keys;
 mod options;
@@ -44,6 +45,10 @@ pub use connections::{Connections, ConnectionsBuilder};
 pub use error::{Error, Result};
 pub use events::{FINISHED_WATCHDOG, QueueEvent, QueueEvents, wait_until_finished};
 pub use handler::{ActiveJob, Handler, HandlerFuture, Outcome, handler};
+pub use heartbeat::{
+    DEFAULT_HEARTBEAT_INTERVAL, HEARTBEAT_NAMESPACE, HeartbeatRecord, beat as heartbeat, live as live_heartbeats,
+    spawn as spawn_heartbeat,
+};
 pub use job::{DEFAULT_JOB_NAME, Job, JobState};
 pub use keys::{
     DELAYED_TIEBREAK_MASK, QueueKeys, RESERVED_SUFFIXES, delayed_score, due_from_score, validate_job_id,

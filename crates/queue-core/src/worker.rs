@@ -65,6 +65,8 @@ pub struct WorkerSettings {
     pub error_backoff: Duration,
     /// Threads of the handler runtime; default: the number of CPUs.
     pub handler_threads: usize,
+    /// Period of the worker's heartbeat (see `heartbeat.rs`).
+    pub heartbeat_interval: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -78,6 +80,7 @@ impl Default for WorkerSettings {
             drain_delay: DEFAULT_DRAIN_DELAY,
             error_backoff: DEFAULT_ERROR_BACKOFF,
             handler_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            heartbeat_interval: crate::heartbeat::DEFAULT_HEARTBEAT_INTERVAL,
         }
     }
 }
@@ -348,6 +351,11 @@ impl Worker {
             }));
         }
         duties.push(tokio::spawn(renew_locks(shared.clone(), queues.clone())));
+        duties.push(crate::heartbeat::spawn(
+            connections.clone(),
+            queues.iter().map(|q| q.queue.name().to_owned()).collect(),
+            shared.settings.heartbeat_interval,
+        ));
         if !shared.settings.stalled_interval.is_zero() {
             duties.push(tokio::spawn(check_stalled(shared.clone(), queues.clone())));
         }

@@ -764,3 +764,30 @@ async fn a_mixed_fleet_with_node_bull_processes_every_job_exactly_once() {
     listener.abort();
     assert!(all_seen, "our QueueEvents missed {} of Node's completions", missed(&our_view.lock().unwrap()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_declares_itself_and_its_budget_in_a_heartbeat() {
+    let cfg = config(&test_support::redis_url(), 3);
+    let prefix = cfg.prefix.clone();
+    let connections = Connections::builder(cfg, "it-heartbeat").subscriber(true).blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "beats").unwrap();
+    assert!(queue_core::live_heartbeats(&connections, &prefix).await.unwrap().is_empty());
+    let worker =
+        Worker::start(&connections, fast(), vec![QueueSpec::new(q, 1, recording(Default::default()))]).await.unwrap();
+    let mut beats = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            beats = queue_core::live_heartbeats(&connections, &prefix).await.unwrap();
+            !beats.is_empty()
+        })
+        .await
+    );
+    worker.close(Duration::from_secs(1)).await;
+    assert_eq!(beats.len(), 1);
+    let beat = &beats[0];
+    assert_eq!(
+        (beat.service.as_str(), beat.queues.clone(), beat.budget, beat.planned),
+        ("it-heartbeat", vec!["beats".to_owned()], 3, [1, 1, 1])
+    );
+    assert!(Queue::new(&connections, "__hb__").is_err());
+}
