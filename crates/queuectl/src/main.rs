@@ -1,0 +1,5 @@
+//! `queuectl`: see `queuectl --help`.
+
+fn main() -> std::process::ExitCode {
+    queuectl::main_entry()
+}
