@@ -1,0 +1,1 @@
+//! Tests of the one-shot commands, events and work.
