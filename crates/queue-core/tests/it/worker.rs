@@ -791,3 +791,27 @@ async fn a_worker_declares_itself_and_its_budget_in_a_heartbeat() {
     );
     assert!(Queue::new(&connections, "__hb__").is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_report_progress_and_logs_seen_by_node() {
+    let url = test_support::redis_url();
+    let cfg = config(&url, 2);
+    let peer = json!({"redis": url, "prefix": cfg.prefix, "queue": "talk"});
+    let connections = Connections::builder(cfg, "it-talk").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "talk").unwrap();
+    let id = q.add("a", json!({}), JobOptions::default()).await.unwrap();
+    let h = handler(|job| async move {
+        job.log(&format!("attempt {}", job.attempt())).await.unwrap();
+        job.progress(json!({"step": 2, "of": 3})).await.unwrap();
+        Outcome::Completed(json!("ok"))
+    });
+    let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 1, h)]).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), async || q.get_job_counts().await.unwrap().completed == 1).await);
+    worker.close(Duration::from_secs(1)).await;
+    let mut args = peer.clone();
+    args["id"] = json!(id);
+    let theirs = test_support::NodePeer::run("get", args.clone());
+    assert_eq!(theirs["progress"], json!({"step": 2, "of": 3}));
+    assert_eq!(theirs["returnvalue"], "ok");
+    assert_eq!(test_support::NodePeer::run("logs", args), json!({"logs": ["attempt 1"], "count": 1}));
+}
