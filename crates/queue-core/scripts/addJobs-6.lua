@@ -16,18 +16,6 @@ local token = ARGV[2]
 local count = tonumber(ARGV[3])
 local ids = {}
 
-local function pushPrioritized(target, id, priority)
-  rcall("ZADD", KEYS[6], priority, id)
-  local ahead = rcall("ZCOUNT", KEYS[6], 0, priority)
-  local len = rcall("LLEN", target)
-  local pivot = rcall("LINDEX", target, len - (ahead - 1))
-  if pivot then
-    rcall("LINSERT", target, "BEFORE", pivot, id)
-  else
-    rcall("RPUSH", target, id)
-  end
-end
-
 for i = 0, count - 1 do
   local at = 4 + i * 11
   local customId = ARGV[at]
@@ -57,17 +45,7 @@ for i = 0, count - 1 do
       rcall("ZADD", KEYS[5], due * 4096 + (counter % 4096), id)
       rcall("PUBLISH", KEYS[5], due)
     else
-      local target = KEYS[1]
-      if rcall("EXISTS", KEYS[3]) == 1 then
-        target = KEYS[2]
-      end
-      if priority > 0 then
-        pushPrioritized(target, id, priority)
-      elseif ARGV[at + 7] == "1" then
-        rcall("RPUSH", target, id)
-      else
-        rcall("LPUSH", target, id)
-      end
+      pushWaiting(base, waitingList(base), id, priority, ARGV[at + 7] == "1")
       rcall("PUBLISH", KEYS[1] .. "ing@" .. token, id)
     end
   end

@@ -15,41 +15,21 @@ local id = ARGV[2]
 local jobKey = base .. id
 
 if rcall("EXISTS", jobKey) == 0 then return -1 end
-local owner = rcall("GET", jobKey .. ":lock")
-if not owner then return -2 end
-if owner ~= ARGV[3] then return -6 end
+local lock = lockState(jobKey, ARGV[3])
+if lock < 0 then return lock end
 if rcall("LREM", KEYS[1], -1, id) < 1 then return -3 end
 rcall("DEL", jobKey .. ":lock")
 rcall("SREM", KEYS[5], id)
-
-local deid = rcall("HGET", jobKey, "deid")
-if deid then
-  local deKey = base .. "de:" .. deid
-  local ttl = rcall("PTTL", deKey)
-  if ttl == 0 or ttl == -1 then rcall("DEL", deKey) end
-end
+releaseDebounce(base, jobKey)
 
 local now = tonumber(ARGV[4])
 local keepCount = tonumber(ARGV[7])
-local function removeJobs(ids)
-  for _, old in ipairs(ids) do
-    rcall("DEL", base .. old, base .. old .. ":logs")
-  end
-end
 if keepCount == 0 then
-  rcall("DEL", jobKey, jobKey .. ":logs")
+  removeJobKeys(base, id)
 else
   rcall("ZADD", KEYS[2], now, id)
   rcall("HMSET", jobKey, "returnvalue", ARGV[5], "finishedOn", now)
-  if ARGV[6] ~= "" then
-    local cutoff = now - tonumber(ARGV[6]) * 1000
-    removeJobs(rcall("ZREVRANGEBYSCORE", KEYS[2], cutoff, "-inf"))
-    rcall("ZREMRANGEBYSCORE", KEYS[2], "-inf", cutoff)
-  end
-  if keepCount > 0 then
-    removeJobs(rcall("ZREVRANGE", KEYS[2], keepCount, -1))
-    rcall("ZREMRANGEBYRANK", KEYS[2], 0, -(keepCount + 1))
-  end
+  keepFinished(base, KEYS[2], now, tonumber(ARGV[6]), keepCount)
 end
 rcall("PUBLISH", KEYS[2], ARGV[8])
 

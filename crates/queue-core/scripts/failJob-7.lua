@@ -17,9 +17,8 @@ local id = ARGV[2]
 local jobKey = base .. id
 
 if rcall("EXISTS", jobKey) == 0 then return -1 end
-local owner = rcall("GET", jobKey .. ":lock")
-if not owner then return -2 end
-if owner ~= ARGV[3] then return -6 end
+local lock = lockState(jobKey, ARGV[3])
+if lock < 0 then return lock end
 if rcall("LREM", KEYS[1], -1, id) < 1 then return -3 end
 rcall("DEL", jobKey .. ":lock")
 rcall("SREM", base .. "stalled", id)
@@ -35,57 +34,21 @@ if mode == "delay" then
 end
 
 if mode == "retry" then
-  local target = KEYS[3]
-  if rcall("EXISTS", KEYS[5]) == 1 then target = KEYS[4] end
-  local priority = tonumber(rcall("HGET", jobKey, "priority")) or 0
-  if priority > 0 then
-    rcall("ZADD", KEYS[6], priority, id)
-    local ahead = rcall("ZCOUNT", KEYS[6], 0, priority)
-    local len = rcall("LLEN", target)
-    local pivot = rcall("LINDEX", target, len - (ahead - 1))
-    if pivot then
-      rcall("LINSERT", target, "BEFORE", pivot, id)
-    else
-      rcall("RPUSH", target, id)
-    end
-  else
-    local ok, opts = pcall(cjson.decode, rcall("HGET", jobKey, "opts") or "{}")
-    if ok and type(opts) == "table" and opts["lifo"] == true then
-      rcall("RPUSH", target, id)
-    else
-      rcall("LPUSH", target, id)
-    end
-  end
+  local ok, opts = pcall(cjson.decode, rcall("HGET", jobKey, "opts") or "{}")
+  local lifo = ok and type(opts) == "table" and opts["lifo"] == true
+  pushWaiting(base, waitingList(base), id, tonumber(rcall("HGET", jobKey, "priority")) or 0, lifo)
   return 0
 end
 
-local deid = rcall("HGET", jobKey, "deid")
-if deid then
-  local deKey = base .. "de:" .. deid
-  local ttl = rcall("PTTL", deKey)
-  if ttl == 0 or ttl == -1 then rcall("DEL", deKey) end
-end
+releaseDebounce(base, jobKey)
 local now = tonumber(ARGV[4])
 local keepCount = tonumber(ARGV[11])
-local function removeJobs(ids)
-  for _, old in ipairs(ids) do
-    rcall("DEL", base .. old, base .. old .. ":logs")
-  end
-end
 if keepCount == 0 then
-  rcall("DEL", jobKey, jobKey .. ":logs")
+  removeJobKeys(base, id)
 else
   rcall("ZADD", KEYS[2], now, id)
   rcall("HSET", jobKey, "finishedOn", now)
-  if ARGV[10] ~= "" then
-    local cutoff = now - tonumber(ARGV[10]) * 1000
-    removeJobs(rcall("ZREVRANGEBYSCORE", KEYS[2], cutoff, "-inf"))
-    rcall("ZREMRANGEBYSCORE", KEYS[2], "-inf", cutoff)
-  end
-  if keepCount > 0 then
-    removeJobs(rcall("ZREVRANGE", KEYS[2], keepCount, -1))
-    rcall("ZREMRANGEBYRANK", KEYS[2], 0, -(keepCount + 1))
-  end
+  keepFinished(base, KEYS[2], now, tonumber(ARGV[10]), keepCount)
 end
 rcall("PUBLISH", KEYS[2], ARGV[12])
 return 0

@@ -16,20 +16,6 @@ end
 rcall("SET", KEYS[5], ARGV[3], "PX", ARGV[4])
 
 local now = tonumber(ARGV[3])
-local function removeJob(id)
-  rcall("DEL", base .. id, base .. id .. ":logs")
-end
-local function keep(ageSeconds, count)
-  if ageSeconds then
-    local cutoff = now - ageSeconds * 1000
-    for _, old in ipairs(rcall("ZREVRANGEBYSCORE", KEYS[4], cutoff, "-inf")) do removeJob(old) end
-    rcall("ZREMRANGEBYSCORE", KEYS[4], "-inf", cutoff)
-  end
-  if count and count > 0 then
-    for _, old in ipairs(rcall("ZREVRANGE", KEYS[4], count, -1)) do removeJob(old) end
-    rcall("ZREMRANGEBYRANK", KEYS[4], 0, -(count + 1))
-  end
-end
 
 local failed, recovered = {}, {}
 local candidates = rcall("SMEMBERS", KEYS[1])
@@ -46,27 +32,20 @@ if #candidates > 0 then
         if not ok or type(opts) ~= "table" then opts = {} end
         rcall("ZADD", KEYS[4], now, id)
         rcall("HMSET", jobKey, "failedReason", "job stalled more than allowable limit", "finishedOn", now)
-        local deid = rcall("HGET", jobKey, "deid")
-        if deid then
-          local deKey = base .. "de:" .. deid
-          local ttl = rcall("PTTL", deKey)
-          if ttl == 0 or ttl == -1 then rcall("DEL", deKey) end
-        end
+        releaseDebounce(base, jobKey)
         rcall("PUBLISH", KEYS[4], '{"jobId":' .. cjson.encode(id) .. ', "val": "job stalled more than maxStalledCount"}')
         local removeOnFail = opts["removeOnFail"]
         if type(removeOnFail) == "number" then
-          keep(nil, removeOnFail)
+          keepFinished(base, KEYS[4], now, nil, removeOnFail)
         elseif removeOnFail == true then
-          removeJob(id)
+          removeJobKeys(base, id)
           rcall("ZREM", KEYS[4], id)
         elseif type(removeOnFail) == "table" then
-          keep(tonumber(removeOnFail["age"]), tonumber(removeOnFail["count"]))
+          keepFinished(base, KEYS[4], now, tonumber(removeOnFail["age"]), tonumber(removeOnFail["count"]))
         end
         failed[#failed + 1] = id
       else
-        local target = KEYS[2]
-        if rcall("EXISTS", KEYS[6]) == 1 then target = KEYS[7] end
-        rcall("RPUSH", target, id)
+        rcall("RPUSH", waitingList(base), id)
         rcall("PUBLISH", KEYS[1] .. "@", id)
         recovered[#recovered + 1] = id
       end

@@ -11,24 +11,8 @@ local id = ARGV[2]
 if rcall("ZREM", KEYS[1], id) == 0 then
   return -1
 end
-local target = base .. "wait"
-if rcall("EXISTS", KEYS[2]) == 1 then
-  target = base .. "paused"
-end
 local priority = tonumber(rcall("HGET", base .. id, "priority")) or 0
-if priority > 0 then
-  rcall("ZADD", KEYS[3], priority, id)
-  local ahead = rcall("ZCOUNT", KEYS[3], 0, priority)
-  local len = rcall("LLEN", target)
-  local pivot = rcall("LINDEX", target, len - (ahead - 1))
-  if pivot then
-    rcall("LINSERT", target, "BEFORE", pivot, id)
-  else
-    rcall("RPUSH", target, id)
-  end
-else
-  rcall("LPUSH", target, id)
-end
+pushWaiting(base, waitingList(base), id, priority, false)
 rcall("PUBLISH", base .. "waiting@" .. ARGV[3], id)
 rcall("HSET", base .. id, "delay", 0)
 return 1

@@ -10,26 +10,13 @@ local base = ARGV[1]
 local ids = rcall("ZRANGEBYSCORE", KEYS[1], 0, tonumber(ARGV[2]) * 4096, "LIMIT", 0, 1000)
 if #ids > 0 then
   rcall("ZREM", KEYS[1], unpack(ids))
-  local target = KEYS[2]
-  if rcall("EXISTS", KEYS[4]) == 1 then target = KEYS[3] end
+  local target = waitingList(base)
   for _, id in ipairs(ids) do
     local jobKey = base .. id
     if rcall("EXISTS", jobKey) == 1 then
       rcall("LREM", base .. "active", 0, id)
-      local priority = tonumber(rcall("HGET", jobKey, "priority")) or 0
-      if priority > 0 then
-        rcall("ZADD", KEYS[5], priority, id)
-        local ahead = rcall("ZCOUNT", KEYS[5], 0, priority)
-        local len = rcall("LLEN", target)
-        local pivot = rcall("LINDEX", target, len - (ahead - 1))
-        if pivot then
-          rcall("LINSERT", target, "BEFORE", pivot, id)
-        else
-          rcall("RPUSH", target, id)
-        end
-      else
-        rcall("LPUSH", target, id)
-      end
+      -- Promotion ignores lifo, as Bull's does.
+      pushWaiting(base, target, id, tonumber(rcall("HGET", jobKey, "priority")) or 0, false)
       rcall("PUBLISH", base .. "waiting@" .. ARGV[3], id)
       rcall("HSET", jobKey, "delay", 0)
     end

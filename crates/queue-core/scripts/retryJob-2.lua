@@ -19,16 +19,8 @@ if rcall("ZREM", base .. "failed", id) == 0 then
 end
 rcall("HDEL", KEYS[1], "finishedOn", "processedOn", "failedReason")
 rcall("HSET", KEYS[1], "retriedOn", ARGV[3])
-local target = base .. "wait"
-if rcall("EXISTS", KEYS[2]) == 1 then
-  target = base .. "paused"
-end
-local opts = rcall("HGET", KEYS[1], "opts")
-local ok, decoded = pcall(cjson.decode, opts or "{}")
-if ok and type(decoded) == "table" and decoded["lifo"] == true then
-  rcall("RPUSH", target, id)
-else
-  rcall("LPUSH", target, id)
-end
+local ok, opts = pcall(cjson.decode, rcall("HGET", KEYS[1], "opts") or "{}")
+-- Bull's job.retry() ignores priority.
+pushWaiting(base, waitingList(base), id, 0, ok and type(opts) == "table" and opts["lifo"] == true)
 rcall("PUBLISH", base .. "waiting@" .. ARGV[4], id)
 return 1

@@ -8,10 +8,7 @@
 local rcall = redis.call
 local base = ARGV[1]
 local ids = rcall("ZRANGE", KEYS[1], 0, tonumber(ARGV[2]) - 1)
-local target = base .. "wait"
-if rcall("EXISTS", KEYS[2]) == 1 then
-  target = base .. "paused"
-end
+local target = waitingList(base)
 for _, id in ipairs(ids) do
   rcall("HDEL", base .. id, "finishedOn", "processedOn", "failedReason")
   rcall("ZREM", KEYS[1], id)

@@ -45,32 +45,37 @@ impl Script {
     }
 }
 
+/// Declares a script: `scripts/<file>-<keys>.lua`, preceded by the listed
+/// `scripts/includes/<name>.lua` files (shared local functions, as Bull's `@include`).
 macro_rules! script {
-    ($ident:ident, $file:literal, $keys:literal) => {
+    ($ident:ident, $file:literal, $keys:literal $(, includes [$($include:literal),*])?) => {
         pub(crate) static $ident: LazyLock<Script> = LazyLock::new(|| {
-            Script::new($file, $keys, include_str!(concat!("../scripts/", $file, "-", $keys, ".lua")))
+            Script::new($file, $keys, concat!(
+                $($(include_str!(concat!("../scripts/includes/", $include, ".lua")), "\n",)*)?
+                include_str!(concat!("../scripts/", $file, "-", $keys, ".lua"))
+            ))
         });
     };
 }
 
-script!(ADD_JOBS, "addJobs", 6);
+script!(ADD_JOBS, "addJobs", 6, includes["waiting"]);
 script!(PAUSE, "pause", 5);
 script!(GET_STATE, "getState", 1);
 script!(REMOVE_JOB, "removeJob", 1);
-script!(RETRY_JOB, "retryJob", 2);
-script!(RETRY_JOBS, "retryJobs", 2);
-script!(PROMOTE, "promote", 3);
+script!(RETRY_JOB, "retryJob", 2, includes["waiting"]);
+script!(RETRY_JOBS, "retryJobs", 2, includes["waiting"]);
+script!(PROMOTE, "promote", 3, includes["waiting"]);
 script!(CLEAN_JOBS, "cleanJobs", 1);
 script!(OBLITERATE, "obliterate", 2);
 script!(ADD_LOG, "addLog", 1);
 script!(UPDATE_PROGRESS, "updateProgress", 1);
 script!(UPDATE_DATA, "updateData", 1);
 script!(MOVE_TO_ACTIVE, "moveToActive", 6);
-script!(COMPLETE_JOB, "completeJob", 5);
-script!(FAIL_JOB, "failJob", 7);
+script!(COMPLETE_JOB, "completeJob", 5, includes["finished"]);
+script!(FAIL_JOB, "failJob", 7, includes ["waiting", "finished"]);
 script!(EXTEND_LOCKS, "extendLocks", 1);
-script!(PROMOTE_DELAYED, "promoteDelayed", 5);
-script!(MOVE_STALLED, "moveStalledJobsToWait", 7);
+script!(PROMOTE_DELAYED, "promoteDelayed", 5, includes["waiting"]);
+script!(MOVE_STALLED, "moveStalledJobsToWait", 7, includes ["waiting", "finished"]);
 
 /// Turns a script's integer reply into `Ok(code)` for success codes or the error it stands for.
 /// Every script's codes are listed in its header; this is the only place that interprets them.

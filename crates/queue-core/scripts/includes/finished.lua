@@ -1,0 +1,37 @@
+-- Include: finishing an active job (lock check, keep policies, debounce slots).
+
+-- 0 when `token` holds the job's lock, -2 when the lock is gone, -6 when another worker holds it.
+local function lockState(jobKey, token)
+  local owner = redis.call("GET", jobKey .. ":lock")
+  if not owner then return -2 end
+  if owner ~= token then return -6 end
+  return 0
+end
+
+local function removeJobKeys(base, id)
+  redis.call("DEL", base .. id, base .. id .. ":logs")
+end
+
+-- Applies a keep policy to a finished set scored by finishedOn: drop jobs older than
+-- `ageSeconds` (nil = no age limit), then keep only the newest `count` (count <= 0: no limit).
+local function keepFinished(base, set, now, ageSeconds, count)
+  if ageSeconds then
+    local cutoff = now - ageSeconds * 1000
+    for _, old in ipairs(redis.call("ZREVRANGEBYSCORE", set, cutoff, "-inf")) do removeJobKeys(base, old) end
+    redis.call("ZREMRANGEBYSCORE", set, "-inf", cutoff)
+  end
+  if count and count > 0 then
+    for _, old in ipairs(redis.call("ZREVRANGE", set, count, -1)) do removeJobKeys(base, old) end
+    redis.call("ZREMRANGEBYRANK", set, 0, -(count + 1))
+  end
+end
+
+-- Frees a debounce slot held until the job finishes (one without a TTL).
+local function releaseDebounce(base, jobKey)
+  local deid = redis.call("HGET", jobKey, "deid")
+  if deid then
+    local deKey = base .. "de:" .. deid
+    local ttl = redis.call("PTTL", deKey)
+    if ttl == 0 or ttl == -1 then redis.call("DEL", deKey) end
+  end
+end
