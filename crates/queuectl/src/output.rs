@@ -88,7 +88,7 @@ impl Printer {
             return;
         }
         let width = 30u64;
-        let filled = if total == 0 { width } else { (done.min(total) * width) / total };
+        let filled = (done.min(total) * width).checked_div(total).unwrap_or(width);
         let bar: String = (0..width).map(|i| if i < filled { '#' } else { '.' }).collect();
         eprint!("\r{what} [{bar}] {done}/{total}");
         if done >= total {
