@@ -157,6 +157,12 @@ pub(crate) async fn obliterate(c: &Connections, g: &Global, p: &Printer, args: O
     confirm(&format!("delete queue {} and all its jobs", args.queue), g.force)?;
     let q = queue(c, g, &args.queue)?;
     let counts = q.get_job_counts().await?;
+    // Checked here too, not only by the script: `Queue::obliterate` pauses the queue before the
+    // script refuses, and a refusal must leave the queue as it was (and name the right flag).
+    if counts.active > 0 && !args.include_active {
+        let (name, active) = (&args.queue, counts.active);
+        anyhow::bail!("queue {name} has {active} active jobs; pass --include-active to delete them too");
+    }
     let total = counts.waiting + counts.active + counts.completed + counts.failed + counts.delayed + counts.paused;
     let batches = total.div_ceil(queue_core::DEFAULT_BATCH as u64).max(1);
     q.obliterate(args.include_active, |n| p.progress("obliterating", (n as u64).min(batches), batches)).await?;

@@ -22,6 +22,8 @@ use crate::output::Printer;
 const REASON_TAIL_BYTES: usize = 2000;
 /// How long Ctrl-C lets jobs in hand finish.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(30);
+/// How long the job that reaches `--max-jobs` holds its outcome back while the worker stops.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// Kills a process group when dropped (the job was aborted, timed out or finished).
 struct GroupGuard(Option<u32>);
@@ -109,16 +111,23 @@ pub(crate) async fn run(c: &Connections, g: &Global, p: &Printer, args: WorkArgs
     let command = Arc::new(args.exec);
     let finished = Arc::new(AtomicU64::new(0));
     let done = Arc::new(tokio::sync::Notify::new());
+    // Becomes true once the worker takes no more jobs.
+    let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
     let (workdir, timeout, max_jobs) = (args.workdir, args.timeout_ms.map(Duration::from_millis), args.max_jobs);
     let h = {
-        let (finished, done) = (finished.clone(), done.clone());
+        let (finished, done, stopped) = (finished.clone(), done.clone(), stopped.clone());
         handler(move |job| {
-            let (command, workdir, finished, done) = (command.clone(), workdir.clone(), finished.clone(), done.clone());
+            let (command, workdir) = (command.clone(), workdir.clone());
+            let (finished, done, stopped) = (finished.clone(), done.clone(), stopped.clone());
             async move {
                 let outcome = run_command(job, command, workdir, timeout).await;
                 let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
                 if max_jobs.is_some_and(|max| n >= max) {
+                    // Recording a completion also fetches the next job, unless the worker has
+                    // stopped taking jobs by then: hold the outcome back until it has.
                     done.notify_one();
+                    let mut stopped = stopped;
+                    let _ = tokio::time::timeout(STOP_WAIT, stopped.wait_for(|stopped| *stopped)).await;
                 }
                 outcome
             }
@@ -130,12 +139,13 @@ pub(crate) async fn run(c: &Connections, g: &Global, p: &Printer, args: WorkArgs
         _ = tokio::signal::ctrl_c() => eprintln!("stopping: letting jobs in hand finish"),
         _ = done.notified() => {}
     }
-    // Let the outcome of the last job be written before closing.
-    let stats = {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        worker.stats()
-    };
-    worker.close(CLOSE_DEADLINE).await;
+    // Stop taking jobs (pause_local's first poll does that), then release the job that reached
+    // --max-jobs, and wait until every outcome is recorded so the stats are final.
+    let deadline = tokio::time::Instant::now() + CLOSE_DEADLINE;
+    let pause = tokio::time::timeout_at(deadline, worker.pause_local());
+    let _ = tokio::join!(biased; pause, async { stopped_tx.send_replace(true) });
+    let stats = worker.stats();
+    worker.close(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
     p.either(&json!({"queue": args.queue, "stats": stats}), &format!("stopped: {stats:?}"));
     Ok(ExitCode::SUCCESS)
 }
