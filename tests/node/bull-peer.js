@@ -259,6 +259,30 @@ const commands = {
       });
     });
     return collected;
+  },
+
+  // What job.finished() settles with: {value} (the return value; null for undefined) or
+  // {error: message} when the job failed or nothing settled within timeoutMs (default 30000).
+  // Prints READY once subscribed to the completed and failed events, so a test can start the
+  // worker afterwards and exercise the event path rather than the already-finished one.
+  async finished(queue, args) {
+    const job = await mustGetJob(queue, args.id);
+    const timeoutMs = typeof args.timeoutMs === 'number' ? args.timeoutMs : 30000;
+    // The subscriptions job.finished() makes first; already made, it reuses them.
+    await Promise.all([queue._registerEvent('global:completed'), queue._registerEvent('global:failed')]);
+    log('READY');
+    let timer;
+    const timeout = new Promise((resolve, reject) => {
+      timer = setTimeout(() => reject(new Error(`job.finished() did not settle within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      const value = await Promise.race([job.finished(), timeout]);
+      return { value: value === undefined ? null : value };
+    } catch (err) {
+      return { error: err && err.message ? err.message : String(err) };
+    } finally {
+      clearTimeout(timer);
+    }
   }
 };
 
