@@ -382,9 +382,14 @@ impl Queue {
             .await
     }
 
-    /// Deletes the queue and every job in it. Pauses it first; refuses while jobs are active
-    /// unless `force`. `progress` is called after each batch.
+    /// Deletes the queue and every job in it. Refuses while jobs are active unless `force`;
+    /// otherwise pauses it first (as Bull does) and deletes in batches. `progress` is called after each batch.
     pub async fn obliterate(&self, force: bool, mut progress: impl FnMut(usize)) -> Result<()> {
+        // Refuse before pausing, so a refused call leaves the queue running. The script checks
+        // again atomically, in case a job became active in between.
+        if !force && self.conn.query::<u64>(redis::cmd("LLEN").arg(self.keys.active())).await? > 0 {
+            return Err(Error::ActiveJobs(self.name().to_owned()));
+        }
         self.pause().await?;
         let keys = [self.keys.meta_paused(), self.keys.active()];
         let mut batches = 0;

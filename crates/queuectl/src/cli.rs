@@ -46,7 +46,9 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Add a job; prints its id.
-    #[command(after_help = "Examples:\n  queuectl add files --data '{\"i\":1}'\n  queuectl add files --data '{}' --delay 5000 --priority 1 --job-id order-17")]
+    #[command(
+        after_help = "Examples:\n  queuectl add files --data '{\"i\":1}'\n  queuectl add files --data '{}' --delay 5000 --priority 1 --job-id order-17"
+    )]
     Add(AddArgs),
     /// Job counts per state.
     #[command(after_help = "Example:\n  queuectl counts files --json")]
@@ -95,7 +97,9 @@ Example:
   queuectl work files --exec 'ffprobe -v quiet -print_format json -show_format \"$(jq -r .path)\"' --concurrency 2")]
     Work(WorkArgs),
     /// Diagnose Redis for a job queue: latency, persistence, memory, clients, queues.
-    #[command(after_help = "Exits 1 when a finding is critical.\n\nExample:\n  queuectl doctor --sample-seconds 3 --json")]
+    #[command(
+        after_help = "Exits 1 when a finding is critical.\n\nExample:\n  queuectl doctor --sample-seconds 3 --json"
+    )]
     Doctor(DoctorArgs),
 }
 

@@ -26,6 +26,8 @@ pub(crate) struct Client {
     /// From the name `<service>:<role>:<n>` (optionally behind a `<prefix>:<base64>:` label).
     pub(crate) service: Option<String>,
     pub(crate) role: Option<String>,
+    /// This `queuectl` process's own connection: listed, but never counted against a budget.
+    pub(crate) is_self: bool,
 }
 
 /// Parses `CLIENT LIST` text.
@@ -79,15 +81,19 @@ pub(crate) struct ServiceUsage {
 
 pub(crate) fn usage(clients: &[Client], beats: &[HeartbeatRecord]) -> Vec<ServiceUsage> {
     let mut services: BTreeMap<String, ServiceUsage> = BTreeMap::new();
-    for c in clients {
+    for c in clients.iter().filter(|c| !c.is_self) {
         if let (Some(service), Some(role)) = (&c.service, &c.role) {
-            let u = services.entry(service.clone()).or_insert_with(|| ServiceUsage { service: service.clone(), ..Default::default() });
+            let u = services
+                .entry(service.clone())
+                .or_insert_with(|| ServiceUsage { service: service.clone(), ..Default::default() });
             *u.by_role.entry(role.clone()).or_default() += 1;
             u.total += 1;
         }
     }
     for beat in beats {
-        let u = services.entry(beat.service.clone()).or_insert_with(|| ServiceUsage { service: beat.service.clone(), ..Default::default() });
+        let u = services
+            .entry(beat.service.clone())
+            .or_insert_with(|| ServiceUsage { service: beat.service.clone(), ..Default::default() });
         u.declared_budget = Some(u.declared_budget.unwrap_or(0) + beat.budget);
         u.instances += 1;
     }
@@ -95,8 +101,14 @@ pub(crate) fn usage(clients: &[Client], beats: &[HeartbeatRecord]) -> Vec<Servic
 }
 
 pub(crate) async fn client_list(c: &Connections) -> anyhow::Result<Vec<Client>> {
-    let text: String = c.command().query(redis::cmd("CLIENT").arg("LIST")).await?;
-    Ok(parse(&text))
+    let mut pipe = redis::pipe();
+    pipe.cmd("CLIENT").arg("ID").cmd("CLIENT").arg("LIST");
+    let (own, text): (u64, String) = c.command().query_pipeline(&pipe).await?;
+    let mut clients = parse(&text);
+    for client in &mut clients {
+        client.is_self = client.id == own.to_string();
+    }
+    Ok(clients)
 }
 
 pub(crate) async fn run(c: &Connections, g: &Global, p: &Printer) -> anyhow::Result<ExitCode> {
@@ -136,7 +148,10 @@ mod tests {
     #[test]
     fn names_map_to_service_and_role() {
         assert_eq!(service_and_role("api-svc:command:0"), (Some("api-svc".into()), Some("command".into())));
-        assert_eq!(service_and_role("bull:ZmlsZXM=:worker-svc:blocking:3"), (Some("worker-svc".into()), Some("blocking".into())));
+        assert_eq!(
+            service_and_role("bull:ZmlsZXM=:worker-svc:blocking:3"),
+            (Some("worker-svc".into()), Some("blocking".into()))
+        );
         assert_eq!(service_and_role("bull:ZmlsZXM="), (None, None));
         assert_eq!(service_and_role(""), (None, None));
         assert_eq!(service_and_role("a:command:x"), (None, None));

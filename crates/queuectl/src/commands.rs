@@ -59,7 +59,8 @@ pub(crate) async fn counts(c: &Connections, g: &Global, p: &Printer, name: &str)
 
 pub(crate) async fn job(c: &Connections, g: &Global, p: &Printer, args: JobArgs) -> anyhow::Result<ExitCode> {
     let q = queue(c, g, &args.queue)?;
-    let job = q.get_job(&args.id).await?.ok_or_else(|| anyhow::anyhow!("job {} not found in {}", args.id, args.queue))?;
+    let job =
+        q.get_job(&args.id).await?.ok_or_else(|| anyhow::anyhow!("job {} not found in {}", args.id, args.queue))?;
     let state = q.get_job_state(&args.id).await?;
     p.document(&job_json(&job, state));
     Ok(ExitCode::SUCCESS)
@@ -146,14 +147,29 @@ pub(crate) async fn clean(c: &Connections, g: &Global, p: &Printer, args: CleanA
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn pause(c: &Connections, g: &Global, p: &Printer, name: &str, pause: bool) -> anyhow::Result<ExitCode> {
+pub(crate) async fn pause(
+    c: &Connections,
+    g: &Global,
+    p: &Printer,
+    name: &str,
+    pause: bool,
+) -> anyhow::Result<ExitCode> {
     let q = queue(c, g, name)?;
-    if pause { q.pause().await? } else { q.resume().await? }
+    if pause {
+        q.pause().await?
+    } else {
+        q.resume().await?
+    }
     p.either(&json!({"queue": name, "paused": pause}), &format!("{name} {}", if pause { "paused" } else { "resumed" }));
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn obliterate(c: &Connections, g: &Global, p: &Printer, args: ObliterateArgs) -> anyhow::Result<ExitCode> {
+pub(crate) async fn obliterate(
+    c: &Connections,
+    g: &Global,
+    p: &Printer,
+    args: ObliterateArgs,
+) -> anyhow::Result<ExitCode> {
     confirm(&format!("delete queue {} and all its jobs", args.queue), g.force)?;
     let q = queue(c, g, &args.queue)?;
     let counts = q.get_job_counts().await?;

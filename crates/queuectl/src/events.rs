@@ -34,7 +34,8 @@ pub(crate) fn event_json(event: &QueueEvent) -> Value {
 }
 
 pub(crate) async fn run(c: &Connections, g: &Global, args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let queues: Vec<Queue> = args.queues.iter().map(|q| Queue::with_prefix(c, &g.prefix, q)).collect::<Result<_, _>>()?;
+    let queues: Vec<Queue> =
+        args.queues.iter().map(|q| Queue::with_prefix(c, &g.prefix, q)).collect::<Result<_, _>>()?;
     let refs: Vec<&Queue> = queues.iter().collect();
     let mut events = QueueEvents::new(c, &refs).await?;
     // Subscribed: say so on stderr, so scripts (and tests) know nothing from now on is missed.

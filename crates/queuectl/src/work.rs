@@ -54,7 +54,12 @@ pub(crate) fn return_value(stdout: &[u8]) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|_| Value::String(text.trim_end_matches(['\n', '\r']).to_owned()))
 }
 
-async fn run_command(job: ActiveJob, command: Arc<String>, workdir: Option<std::path::PathBuf>, timeout: Option<Duration>) -> Outcome {
+async fn run_command(
+    job: ActiveJob,
+    command: Arc<String>,
+    workdir: Option<std::path::PathBuf>,
+    timeout: Option<Duration>,
+) -> Outcome {
     let stdin = match (&job.job().opts.prevent_parsing_data, job.data()) {
         (Some(true), Value::String(raw)) => raw.clone(),
         (_, data) => data.to_string(),
@@ -99,7 +104,8 @@ async fn run_command(job: ActiveJob, command: Arc<String>, workdir: Option<std::
         Ok(out) if out.status.success() => Outcome::Completed(return_value(&out.stdout)),
         Ok(out) => {
             let reason = tail(&out.stderr);
-            let status = out.status.code().map_or_else(|| "killed by a signal".to_owned(), |c| format!("exit status {c}"));
+            let status =
+                out.status.code().map_or_else(|| "killed by a signal".to_owned(), |c| format!("exit status {c}"));
             Outcome::Retry(if reason.is_empty() { format!("command failed: {status}") } else { reason })
         }
         Err(e) => Outcome::Retry(format!("waiting for the command failed: {e}")),

@@ -200,6 +200,7 @@ async fn obliterate_refuses_active_jobs_unless_forced_and_leaves_no_key() {
     q.add_log("1", "hello").await.unwrap();
     let _: () = r.rpoplpush(q.keys().wait(), q.keys().active()).await.unwrap();
     assert!(matches!(q.obliterate(false, |_| {}).await, Err(Error::ActiveJobs(_))));
+    assert!(!q.is_paused().await.unwrap(), "a refused obliterate leaves the queue running");
     q.obliterate(true, |_| {}).await.unwrap();
     assert_eq!(keys(&mut r, &format!("{}*", q.keys().base())).await, Vec::<String>::new());
 }
