@@ -1,0 +1,134 @@
+//! The one read of the server that the checks judge: `INFO` (as [`Info`]), a few `CONFIG GET`s,
+//! `CLIENT LIST` and `CLIENT INFO`, heartbeats, the slow log and `LATENCY LATEST`, each part kept
+//! with why it could not be read; and the small readers of raw RESP values the reads share.
+
+use std::collections::HashMap;
+
+use queue_core::{Connections, HeartbeatRecord};
+use redis::{FromRedisValue, Value};
+
+use crate::clients::{self, Client};
+
+use super::latency::{LatencyEvent, SlowLog, read_latency_latest, read_slowlog};
+
+/// The only settings read with `CONFIG GET` (never `*`: that would fetch passwords too).
+const CONFIG_KEYS: &[&str] =
+    &["save", "appendfsync", "latency-monitor-threshold", "maxclients", "stop-writes-on-bgsave-error"];
+
+/// What the doctor reads from the server in one go, each part with why it could not be read.
+pub(super) struct Snapshot {
+    pub(super) info: Result<Info, String>,
+    pub(super) config: Result<HashMap<String, String>, String>,
+    pub(super) clients: Result<Vec<Client>, String>,
+    /// `laddr` of the doctor's own connection (`CLIENT INFO`): the address the server saw.
+    pub(super) reached: Option<String>,
+    pub(super) beats: Result<Vec<HeartbeatRecord>, String>,
+    pub(super) slowlog: Result<SlowLog, String>,
+    /// `None` when the latency monitor is known to be off, so `LATENCY LATEST` is not asked.
+    pub(super) latency_events: Option<Result<Vec<LatencyEvent>, String>>,
+}
+
+impl Snapshot {
+    pub(super) async fn read(c: &Connections, prefix: &str) -> Snapshot {
+        let info = c.command().query::<String>(&redis::cmd("INFO")).await.map(|t| Info::parse(&t)).map_err(describe);
+        let config = read_config(c).await;
+        let clients = clients::client_list(c).await.map_err(|e| trim_error(&e.to_string()));
+        let reached = c
+            .command()
+            .query::<String>(redis::cmd("CLIENT").arg("INFO"))
+            .await
+            .ok()
+            .and_then(|line| client_field(&line, "laddr"));
+        let beats = queue_core::live_heartbeats(c, prefix).await.map_err(describe);
+        let slowlog = read_slowlog(c).await;
+        let monitor_off =
+            config.as_ref().ok().and_then(|cfg| cfg.get("latency-monitor-threshold")).map(String::as_str) == Some("0");
+        let latency_events = if monitor_off { None } else { Some(read_latency_latest(c).await) };
+        Snapshot { info, config, clients, reached, beats, slowlog, latency_events }
+    }
+}
+
+pub(super) fn describe(e: queue_core::Error) -> String {
+    trim_error(&e.to_string())
+}
+
+fn trim_error(text: &str) -> String {
+    text.trim().to_owned()
+}
+
+/// Runs `cmd` for a raw value; a server error inside the value counts as a failure.
+pub(super) async fn query_value(c: &Connections, cmd: &redis::Cmd) -> Result<Value, String> {
+    match c.command().query::<Value>(cmd).await {
+        Ok(Value::ServerError(e)) => Err(trim_error(&e.to_string())),
+        Ok(value) => Ok(value),
+        Err(e) => Err(describe(e)),
+    }
+}
+
+/// [`CONFIG_KEYS`], one `CONFIG GET` each (Redis 6.2 takes one parameter per call).
+async fn read_config(c: &Connections) -> Result<HashMap<String, String>, String> {
+    let mut config = HashMap::new();
+    for key in CONFIG_KEYS {
+        let pairs: HashMap<String, String> =
+            c.command().query(redis::cmd("CONFIG").arg("GET").arg(*key)).await.map_err(describe)?;
+        config.extend(pairs);
+    }
+    Ok(config)
+}
+
+/// `key=value` from one `CLIENT INFO` / `CLIENT LIST` line.
+fn client_field(line: &str, key: &str) -> Option<String> {
+    line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')).map(str::to_owned)
+}
+
+/// `INFO` as `field → value`, sections flattened (field names are unique across sections).
+#[derive(Debug, Default)]
+pub(super) struct Info(HashMap<String, String>);
+
+impl Info {
+    pub(super) fn parse(text: &str) -> Info {
+        Info(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter_map(|l| l.trim().split_once(':'))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+
+    pub(super) fn str(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    pub(super) fn u64(&self, key: &str) -> Option<u64> {
+        self.str(key)?.parse().ok()
+    }
+
+    pub(super) fn f64(&self, key: &str) -> Option<f64> {
+        self.str(key)?.parse().ok()
+    }
+
+    pub(super) fn flag(&self, key: &str) -> bool {
+        self.u64(key).is_some_and(|v| v > 0)
+    }
+}
+
+/// What a check reads, or why it could not be read.
+pub(super) type Source<'a, T> = Result<&'a T, &'a str>;
+
+// Small readers of raw RESP values (RESP2 or RESP3).
+
+pub(super) fn items(value: &Value) -> &[Value] {
+    match value {
+        Value::Array(items) | Value::Set(items) => items,
+        _ => &[],
+    }
+}
+
+pub(super) fn as_u64(value: &Value) -> Option<u64> {
+    u64::from_redis_value_ref(value).ok()
+}
+
+pub(super) fn as_string(value: &Value) -> Option<String> {
+    String::from_redis_value_ref(value).ok()
+}
