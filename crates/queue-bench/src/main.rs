@@ -18,7 +18,6 @@ use queue_core::{
     Connections, JobOptions, Outcome, Queue, QueueSpec, RedisConfig, RedisUrl, Worker, WorkerSettings, handler,
 };
 use serde_json::json;
-use tokio::sync::Semaphore;
 
 /// Benchmark options.
 #[derive(Debug, Parser)]
@@ -84,16 +83,14 @@ async fn main() -> anyhow::Result<()> {
 
     // Add phase: `in_flight` adds outstanding at any time.
     let started = Instant::now();
-    let slots = Arc::new(Semaphore::new(args.in_flight));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.jobs {
-        let permit = slots.clone().acquire_owned().await?;
+        // Join as we go: a finished task's memory is only freed when it is joined.
+        if tasks.len() >= args.in_flight {
+            tasks.join_next().await.expect("tasks in flight")??;
+        }
         let q = q.clone();
-        tasks.spawn(async move {
-            let result = q.add("__default__", job_data(i), JobOptions::default()).await;
-            drop(permit);
-            result
-        });
+        tasks.spawn(async move { q.add("__default__", job_data(i), JobOptions::default()).await });
     }
     while let Some(result) = tasks.join_next().await {
         result??;
