@@ -6,21 +6,21 @@
   ARGV[1] base key   ARGV[2] job id   ARGV[3] token   ARGV[4] now ms   ARGV[5] returnvalue JSON
   ARGV[6] keep age seconds ("" = none)   ARGV[7] keep count (-1 all, 0 none, N newest)
   ARGV[8] completed event JSON   ARGV[9] "1" = fetch the next job   ARGV[10] lock duration ms
-  Returns -1 no job, -2 lock missing, -6 lock held by another worker, -3 not active,
-  0 done, or {"job", id, {field, value...}} done and the next job taken.
+  ARGV[11] "1" when the job has a debounce id
+  Returns -2 lock missing (an expired lock, or a job deleted meanwhile), -6 lock held by another
+  worker, -3 not active, 0 done, or {"job", id, {field, value...}} done and the next job taken.
+  The `stalled` set is left alone: the stalled check ignores ids that are no longer active.
 ]]
 local rcall = redis.call
 local base = ARGV[1]
 local id = ARGV[2]
 local jobKey = base .. id
 
-if rcall("EXISTS", jobKey) == 0 then return -1 end
 local lock = lockState(jobKey, ARGV[3])
 if lock < 0 then return lock end
 if rcall("LREM", KEYS[1], -1, id) < 1 then return -3 end
 rcall("DEL", jobKey .. ":lock")
-rcall("SREM", KEYS[5], id)
-releaseDebounce(base, jobKey)
+if ARGV[11] == "1" then releaseDebounce(base, jobKey) end
 
 local now = tonumber(ARGV[4])
 local keepCount = tonumber(ARGV[7])
@@ -29,23 +29,19 @@ if keepCount == 0 then
 else
   rcall("ZADD", KEYS[2], now, id)
   rcall("HMSET", jobKey, "returnvalue", ARGV[5], "finishedOn", now)
-  keepFinished(base, KEYS[2], now, tonumber(ARGV[6]), keepCount)
+  if ARGV[6] ~= "" or keepCount > 0 then
+    keepFinished(base, KEYS[2], now, tonumber(ARGV[6]), keepCount)
+  end
 end
 rcall("PUBLISH", KEYS[2], ARGV[8])
 
 if ARGV[9] == "1" then
   local nextId = rcall("RPOPLPUSH", KEYS[3], KEYS[1])
   if nextId then
-    local nextKey = base .. nextId
-    if rcall("EXISTS", nextKey) == 0 then
-      rcall("LREM", KEYS[1], 1, nextId)
-      return 0
+    local fields = readJob(base, KEYS[1], nextId)
+    if #fields > 0 then
+      return activate(base, KEYS[1], nextId, fields, ARGV[3], ARGV[10], ARGV[4])
     end
-    rcall("SET", nextKey .. ":lock", ARGV[3], "PX", ARGV[10])
-    rcall("ZREM", KEYS[4], nextId)
-    rcall("PUBLISH", KEYS[1] .. "@" .. ARGV[3], nextId)
-    rcall("HSET", nextKey, "processedOn", now)
-    return {"job", nextId, rcall("HGETALL", nextKey)}
   end
 end
 return 0

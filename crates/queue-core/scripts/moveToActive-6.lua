@@ -25,9 +25,8 @@ else
   end
 end
 
-local jobKey = base .. id
-if rcall("EXISTS", jobKey) == 0 then
-  rcall("LREM", KEYS[2], 1, id)
+local fields = readJob(base, KEYS[2], id)
+if #fields == 0 then
   return {"orphan", id}
 end
 
@@ -73,8 +72,4 @@ if maxJobs then
   end
 end
 
-rcall("SET", jobKey .. ":lock", ARGV[2], "PX", ARGV[3])
-rcall("ZREM", KEYS[3], id)
-rcall("PUBLISH", KEYS[2] .. "@" .. ARGV[2], id)
-rcall("HSET", jobKey, "processedOn", ARGV[4])
-return {"job", id, rcall("HGETALL", jobKey)}
+return activate(base, KEYS[2], id, fields, ARGV[2], ARGV[3], ARGV[4])

@@ -730,6 +730,7 @@ async fn finish(
                 event,
                 if fetch_next { "1" } else { "0" },
                 shared.settings.lock_duration.as_millis() as u64,
+                if job.debounce_id.is_some() { "1" } else { "0" },
             );
             scripts::COMPLETE_JOB.run(conn, &k, args).await
         }
