@@ -681,3 +681,27 @@ fn work_stops_taking_jobs_at_max_jobs() {
     assert_eq!(ids(&t.json(&["jobs", "q", "--state", "completed", "--json"])), ["2", "1"]);
     assert_eq!(t.job("q", "1")["returnvalue"], json!({"i": 1}), "stdout that is JSON is parsed");
 }
+
+#[test]
+fn work_stops_gracefully_on_ctrl_c_after_the_job_in_hand() {
+    let ctx = Ctx::new();
+    let id = ctx.add("files", "{}", &[]);
+    let mut work = ctx.spawn(&["work", "files", "--exec", "sleep 1; echo '{\"slept\":true}'", "--json"]);
+    work.wait_for_stderr("working on files");
+    let deadline = Instant::now() + PATIENCE;
+    while ctx.job("files", &id)["state"] != "active" {
+        assert!(Instant::now() < deadline, "the job never became active");
+        sleep(Duration::from_millis(20));
+    }
+    let interrupted = Command::new("kill").args(["-INT", &work.child.id().to_string()]).status().expect("kill runs");
+    assert!(interrupted.success());
+    work.wait_for_stderr("stopping");
+    let status = work.child.wait().expect("queuectl exits");
+    assert!(status.success(), "queuectl work exited with {status}");
+    let job = ctx.job("files", &id);
+    assert_eq!((job["state"].as_str(), &job["returnvalue"]), (Some("completed"), &json!({"slept": true})));
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(work.child.stdout.as_mut().expect("stdout is piped"), &mut stdout).unwrap();
+    let printed: Value = serde_json::from_str(stdout.trim()).expect("work prints its stats as JSON");
+    assert_eq!(printed["stats"]["completed"], 1);
+}
