@@ -3,10 +3,12 @@
   The lock is checked before anything is written: a worker that lost its lock changes nothing.
 
   KEYS[1] active   KEYS[2] completed   KEYS[3] wait   KEYS[4] priority   KEYS[5] stalled
-  ARGV[1] base key   ARGV[2] job id   ARGV[3] token   ARGV[4] now ms   ARGV[5] returnvalue JSON
+  ARGV[1] base key   ARGV[2] job id   ARGV[3] the job's lock value   ARGV[4] now ms
+  ARGV[5] returnvalue JSON
   ARGV[6] keep age seconds ("" = none)   ARGV[7] keep count (-1 all, 0 none, N newest)
   ARGV[8] completed event JSON   ARGV[9] "1" = fetch the next job   ARGV[10] lock duration ms
-  ARGV[11] "1" when the job has a debounce id
+  ARGV[11] "1" when the job has a debounce id   ARGV[12] lock value for the next job
+  ARGV[13] worker token (for active@token)
   Returns -2 lock missing (an expired lock, or a job deleted meanwhile), -6 lock held by another
   worker, -3 not active, 0 done, or {"job", id, {field, value...}} done and the next job taken.
   The `stalled` set is left alone: the stalled check ignores ids that are no longer active.
@@ -40,7 +42,7 @@ if ARGV[9] == "1" then
   if nextId then
     local fields = readJob(base, KEYS[1], nextId)
     if #fields > 0 then
-      return activate(base, KEYS[1], nextId, fields, ARGV[3], ARGV[10], ARGV[4])
+      return activate(base, KEYS[1], nextId, fields, ARGV[12], ARGV[10], ARGV[4], ARGV[13])
     end
   end
 end

@@ -5,7 +5,8 @@
 
   KEYS[1] active   KEYS[2] failed   KEYS[3] wait   KEYS[4] paused   KEYS[5] meta-paused
   KEYS[6] priority   KEYS[7] delayed
-  ARGV[1] base key   ARGV[2] job id   ARGV[3] token   ARGV[4] now ms   ARGV[5] failedReason
+  ARGV[1] base key   ARGV[2] job id   ARGV[3] the job's lock value   ARGV[4] now ms
+  ARGV[5] failedReason
   ARGV[6] stacktrace JSON array   ARGV[7] attemptsMade   ARGV[8] "retry", "delay" or "fail"
   ARGV[9] due ms (delay)   ARGV[10] keep age seconds ("" = none)   ARGV[11] keep count
   ARGV[12] failed event JSON

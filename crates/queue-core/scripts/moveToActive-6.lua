@@ -2,9 +2,11 @@
   Takes a job for processing (behaviour of Bull 4 moveToActive-8.lua, without bounceBack).
 
   KEYS[1] wait   KEYS[2] active   KEYS[3] priority   KEYS[4] stalled   KEYS[5] limiter   KEYS[6] delayed
-  ARGV[1] base key "P:Q:"   ARGV[2] lock token   ARGV[3] lock duration ms   ARGV[4] now ms
+  ARGV[1] base key "P:Q:"   ARGV[2] lock value (unique per activation)   ARGV[3] lock duration ms
+  ARGV[4] now ms
   ARGV[5] job id already moved to active by a blocking pop ("" = pop one here)
   ARGV[6] limiter max jobs ("" = no limiter)   ARGV[7] limiter duration ms   ARGV[8] "1" = limit per group
+  ARGV[9] worker token (for active@token)   ARGV[10] "1" = publish drained when nothing is waiting
   Returns one of:
     {"none"}                       nothing waiting (publishes drained)
     {"job", id, {field, value...}} locked and active
@@ -20,7 +22,9 @@ if id ~= "" then
 else
   id = rcall("RPOPLPUSH", KEYS[1], KEYS[2])
   if not id then
-    rcall("PUBLISH", base .. "drained", "")
+    if ARGV[10] == "1" then
+      rcall("PUBLISH", base .. "drained", "")
+    end
     return {"none"}
   end
 end
@@ -72,4 +76,4 @@ if maxJobs then
   end
 end
 
-return activate(base, KEYS[2], id, fields, ARGV[2], ARGV[3], ARGV[4])
+return activate(base, KEYS[2], id, fields, ARGV[2], ARGV[3], ARGV[4], ARGV[9])

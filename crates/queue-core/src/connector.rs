@@ -56,6 +56,7 @@ impl Connector {
             .map_err(|e| Error::config("REDIS_URL", format!("{} does not parse: {e}", config.url)))?;
         // RESP3 lets the driver report disconnects through a push sender (Redis 6+).
         let info = info.clone().set_redis_settings(info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3));
+        let info = info.set_tcp_settings(tcp_settings());
         let client = Client::open(info).map_err(|e| Error::config("REDIS_URL", format!("{}: {e}", config.url)))?;
         Ok(Arc::new(Connector {
             client,
@@ -168,6 +169,21 @@ pub(crate) fn push_config(
     sender: impl AsyncPushSender,
 ) -> Box<dyn FnOnce(AsyncConnectionConfig) -> AsyncConnectionConfig + Send> {
     Box::new(move |cfg| cfg.set_push_sender(sender))
+}
+
+/// Keepalive probes notice a peer that vanished without a reset (a failover to another host, a
+/// dropped NAT entry) within about half a minute even on an idle connection, and
+/// `TCP_USER_TIMEOUT` bounds how long written data may stay unacknowledged. Without them a dead
+/// socket is only noticed after the kernel's retransmission limit, about 15 minutes.
+/// `TCP_NODELAY`: every command is a small write that waits for its reply.
+fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    use redis::io::tcp::socket2::TcpKeepalive;
+    let keepalive =
+        TcpKeepalive::new().with_time(Duration::from_secs(15)).with_interval(Duration::from_secs(5)).with_retries(3);
+    let settings = redis::io::tcp::TcpSettings::default().set_nodelay(true).set_keepalive(keepalive);
+    #[cfg(target_os = "linux")]
+    let settings = settings.set_user_timeout(Duration::from_secs(30));
+    settings
 }
 
 fn install_tls_provider() {

@@ -817,3 +817,111 @@ async fn handlers_report_progress_and_logs_seen_by_node() {
     assert_eq!(theirs["returnvalue"], "ok");
     assert_eq!(test_support::NodePeer::run("logs", args), json!({"logs": ["attempt 1"], "count": 1}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_before_the_handler_future_exists_is_a_failed_attempt() {
+    let connections =
+        Connections::builder(config(&test_support::redis_url(), 2), "it-early").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "early").unwrap();
+    let id = q.add("early", json!({}), JobOptions::default()).await.unwrap();
+    let h: queue_core::Handler = Arc::new(|job: queue_core::ActiveJob| -> queue_core::HandlerFuture {
+        if job.name() == "early" {
+            panic!("no future for {}", job.id());
+        }
+        Box::pin(async { Outcome::Completed(Value::Null) })
+    });
+    let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 1, h)]).await.unwrap();
+    let failed = eventually(Duration::from_secs(5), async || q.get_job_counts().await.unwrap().failed == 1).await;
+    let stats = worker.stats();
+    worker.close(Duration::from_secs(1)).await;
+    assert!(failed, "{:?} {stats:?}", q.get_job_counts().await.unwrap());
+    assert_eq!(stats.active, 0);
+    let reason = q.get_job(&id).await.unwrap().unwrap().failed_reason.unwrap();
+    assert_eq!(reason, format!("handler panicked: no future for {id}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_attempt_of_a_job_taken_again_by_the_same_worker_writes_nothing() {
+    let url = test_support::redis_url();
+    let connections = Connections::builder(config(&url, 2), "it-stale").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "stale").unwrap();
+    let lock = Duration::from_millis(1000);
+    let release = Arc::new(tokio::sync::Notify::new());
+    let starts = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let h = {
+        let (release, starts) = (release.clone(), starts.clone());
+        handler(move |_| {
+            let (release, starts) = (release.clone(), starts.clone());
+            async move {
+                if starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                    release.notified().await;
+                    Outcome::Completed(json!("stale"))
+                } else {
+                    // Longer than the lock: only renewal keeps this attempt's lock.
+                    tokio::time::sleep(lock * 5 / 2).await;
+                    Outcome::Completed(json!("fresh"))
+                }
+            }
+        })
+    };
+    let settings = fast().lock_duration(lock).stalled_interval(Duration::from_millis(500));
+    let worker = Worker::start(&connections, settings, vec![QueueSpec::new(q.clone(), 2, h)]).await.unwrap();
+    let id = q.add("a", json!({}), JobOptions::default()).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), async || starts.load(std::sync::atomic::Ordering::SeqCst) == 1).await);
+    // What a stall recovery does when the first attempt's lock has expired: back to waiting.
+    let mut r = raw(&url).await;
+    let _: () = redis::AsyncCommands::del(&mut r, q.keys().lock(&id)).await.unwrap();
+    let _: () = redis::AsyncCommands::lrem(&mut r, q.keys().active(), 1, &id).await.unwrap();
+    let _: () = redis::AsyncCommands::rpush(&mut r, q.keys().wait(), &id).await.unwrap();
+    assert!(eventually(Duration::from_secs(5), async || starts.load(std::sync::atomic::Ordering::SeqCst) == 2).await);
+    release.notify_one();
+    let done = eventually(Duration::from_secs(10), async || q.get_job_counts().await.unwrap().completed == 1).await;
+    let stats = worker.stats();
+    worker.close(Duration::from_secs(2)).await;
+    assert!(done, "{:?} {stats:?}", q.get_job_counts().await.unwrap());
+    let job = q.get_job(&id).await.unwrap().unwrap();
+    assert_eq!(job.returnvalue, Some(json!("fresh")), "the stale attempt's result must be discarded");
+    assert_eq!((stats.lost_locks, stats.completed, stats.stalled_recovered), (1, 1, 0), "{stats:?}");
+    assert_eq!(starts.load(std::sync::atomic::Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn starting_a_worker_against_an_unreachable_redis_is_an_error_not_a_panic() {
+    let mut cfg = config("redis://127.0.0.1:1", 3);
+    cfg.connect_timeout = Duration::from_millis(200);
+    cfg.command_timeout = Duration::from_millis(200);
+    let connections = Connections::builder(cfg, "it-down").subscriber(true).blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "down").unwrap();
+    let started = Worker::start(&connections, fast(), vec![QueueSpec::new(q, 1, recording(Default::default()))]).await;
+    let err = started.expect_err("no Redis to subscribe to");
+    assert!(err.is_retryable(), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_blocking_worker_announces_drained_once() {
+    let connections = Connections::builder(config(&test_support::redis_url(), 3), "it-drained")
+        .subscriber(true)
+        .blocking(1)
+        .build()
+        .unwrap();
+    let q = Queue::new(&connections, "quiet").unwrap();
+    let subscriber = connections.subscriber().unwrap();
+    let mut events = subscriber.events();
+    subscriber.subscribe(&q.keys().key("drained")).await.unwrap();
+    let worker = Worker::start(
+        &connections,
+        fast().drain_delay(Duration::from_millis(100)),
+        vec![QueueSpec::new(q.clone(), 1, recording(Default::default()))],
+    )
+    .await
+    .unwrap();
+    let mut drained = 0;
+    let until = Instant::now() + Duration::from_millis(1500);
+    while let Ok(Ok(event)) = tokio::time::timeout_at(until.into(), events.recv()).await {
+        if matches!(event, queue_core::SubscriberEvent::Message(m) if m.channel.ends_with(":drained")) {
+            drained += 1;
+        }
+    }
+    worker.close(Duration::from_secs(1)).await;
+    assert_eq!(drained, 1, "15 idle block periods should announce drained once");
+}

@@ -1,0 +1,176 @@
+//! Taking jobs: the fetch loop of one queue, in blocking or zero-blocking mode.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use redis::Value as RedisValue;
+
+use super::{QueueState, Shared, attempt};
+use crate::error::{Error, Result};
+use crate::job::Job;
+use crate::queue::now_ms;
+use crate::scripts;
+
+/// How often the activation of an id that a blocking pop already moved to `active` is retried
+/// before it is left to the stalled check.
+const ACTIVATION_TRIES: u32 = 3;
+
+/// A job taken for this worker: its id, its hash and the lock value of this activation.
+pub(super) struct Taken {
+    pub(super) id: String,
+    pub(super) job: Box<Job>,
+    pub(super) lock: String,
+}
+
+pub(super) enum Fetched {
+    Job(Taken),
+    /// Something was taken care of (an orphan id, a rate-limited job): fetch again at once.
+    Again,
+    Idle,
+}
+
+pub(super) async fn fetch_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
+    let mut failures = 0u32;
+    loop {
+        if shared.stopped() {
+            return;
+        }
+        if shared.paused() {
+            shared.nap(shared.settings.drain_delay).await;
+            continue;
+        }
+        let Ok(slot) = q.slots.clone().acquire_owned().await else { return };
+        if shared.stopped() || shared.paused() {
+            continue;
+        }
+        match fetch(&shared, &q).await {
+            Ok(Fetched::Job(taken)) => {
+                failures = 0;
+                shared.in_hand.fetch_add(1, Ordering::AcqRel);
+                let (shared, q) = (shared.clone(), q.clone());
+                tokio::spawn(async move {
+                    attempt::process(shared.clone(), q, taken).await;
+                    shared.in_hand.fetch_sub(1, Ordering::AcqRel);
+                    drop(slot);
+                });
+            }
+            Ok(Fetched::Again) => failures = 0,
+            Ok(Fetched::Idle) => {
+                failures = 0;
+                drop(slot);
+                if !shared.blocking {
+                    tokio::select! {
+                        _ = q.wake.notified() => {}
+                        _ = shared.nap(shared.settings.drain_delay) => {}
+                    }
+                }
+            }
+            Err(e) => {
+                drop(slot);
+                failures += 1;
+                tracing::warn!(queue = q.queue.name(), error = %e, failures, "fetching a job failed");
+                shared.nap(shared.settings.error_backoff.mul_f64(f64::from(failures.min(5)))).await;
+            }
+        }
+    }
+}
+
+/// One fetch. In blocking mode a queue that was found drained goes straight to the blocking pop
+/// (as Bull does), so an idle worker neither polls nor republishes `drained`.
+async fn fetch(shared: &Shared, q: &QueueState) -> Result<Fetched> {
+    if !(shared.blocking && q.drained.load(Ordering::Acquire)) {
+        let taken = move_to_active(shared, q, "").await?;
+        if !matches!(taken, Fetched::Idle) || !shared.blocking {
+            return Ok(taken);
+        }
+    }
+    let Some(pool) = shared.connections.blocking() else { return Ok(Fetched::Idle) };
+    let keys = q.queue.keys();
+    let popped = pool.blmove_as(&keys.wait(), &keys.active(), shared.settings.drain_delay, Some(&q.label)).await?;
+    let Some(id) = popped else { return Ok(Fetched::Idle) };
+    // The id is in `active` without a lock until the activation succeeds; retrying it is safe.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match move_to_active(shared, q, &id).await {
+            Err(e) if e.is_retryable() && tries < ACTIVATION_TRIES => {
+                tracing::warn!(queue = q.queue.name(), id, error = %e, "activating a popped job failed; retrying");
+                tokio::time::sleep(shared.settings.error_backoff).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Runs `moveToActive` for `id` (a job a blocking pop moved) or for the next waiting job ("").
+pub(super) async fn move_to_active(shared: &Shared, q: &QueueState, id: &str) -> Result<Fetched> {
+    let keys = q.queue.keys();
+    let k = [keys.wait(), keys.active(), keys.priority(), keys.stalled(), keys.limiter(), keys.delayed()];
+    let k: Vec<&str> = k.iter().map(String::as_str).collect();
+    let (max, duration, group) = match q.limiter {
+        Some(l) => (l.max.to_string(), l.duration.as_millis().to_string(), if l.per_group { "1" } else { "0" }),
+        None => (String::new(), String::new(), "0"),
+    };
+    let lock = shared.next_lock();
+    let publish_drained = if q.drained.load(Ordering::Acquire) { "0" } else { "1" };
+    let args = (
+        keys.base(),
+        &lock,
+        shared.settings.lock_duration.as_millis() as u64,
+        now_ms(),
+        id,
+        max,
+        duration,
+        group,
+        &shared.token,
+        publish_drained,
+    );
+    let reply: RedisValue = scripts::MOVE_TO_ACTIVE.run(q.queue.connection(), &k, args).await?;
+    let fetched = parse_taken(reply, q.queue.name(), lock)?;
+    q.drained.store(matches!(fetched, Fetched::Idle), Ordering::Release);
+    Ok(fetched)
+}
+
+fn text(v: &RedisValue) -> Option<String> {
+    match v {
+        RedisValue::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        RedisValue::SimpleString(s) => Some(s.clone()),
+        RedisValue::VerbatimString { text, .. } => Some(text.clone()),
+        _ => None,
+    }
+}
+
+/// Reads the reply of `moveToActive` or of the fetch-next step of `completeJob`; `lock` is the
+/// lock value the script was given for the job it may have taken.
+pub(super) fn parse_taken(reply: RedisValue, queue: &str, lock: String) -> Result<Fetched> {
+    let bad = |detail: String| Error::Protocol { script: "moveToActive", detail };
+    let RedisValue::Array(items) = reply else {
+        return match reply {
+            RedisValue::Int(_) | RedisValue::Nil => Ok(Fetched::Idle),
+            other => Err(bad(format!("{other:?}"))),
+        };
+    };
+    let kind = items.first().and_then(text).ok_or_else(|| bad("empty reply".into()))?;
+    let id = items.get(1).and_then(text);
+    match (kind.as_str(), id) {
+        ("none", _) => Ok(Fetched::Idle),
+        ("orphan", Some(id)) => {
+            tracing::warn!(queue, id, "dropped a job id that had no job hash");
+            Ok(Fetched::Again)
+        }
+        ("limited", Some(_)) => Ok(Fetched::Again),
+        ("job", Some(id)) => {
+            let fields = match items.get(2) {
+                Some(RedisValue::Array(fields)) => fields.iter().filter_map(text).collect::<Vec<_>>(),
+                Some(RedisValue::Map(pairs)) => pairs.iter().flat_map(|(k, v)| [text(k), text(v)]).flatten().collect(),
+                _ => Vec::new(),
+            };
+            let hash: HashMap<String, String> =
+                fields.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
+            let job = Box::new(Job::from_hash(&id, &hash));
+            Ok(Fetched::Job(Taken { id, job, lock }))
+        }
+        (other, _) => Err(bad(format!("unknown reply kind {other}"))),
+    }
+}
