@@ -1,6 +1,6 @@
 //! The process's one command connection: multiplexed, reconnecting, every call time-limited.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,7 +41,13 @@ struct Inner {
     connector: Arc<Connector>,
     live: Mutex<Option<Live>>,
     reconnect: tokio::sync::Mutex<Reconnect>,
+    /// Timeouts in a row. A socket that stopped answering without a reset (a vanished host, a
+    /// dropped NAT entry) is replaced after [`TIMEOUTS_BEFORE_RECONNECT`] of them.
+    consecutive_timeouts: AtomicU32,
 }
+
+/// Command timeouts in a row after which the connection is replaced.
+const TIMEOUTS_BEFORE_RECONNECT: u32 = 3;
 
 impl CommandConnection {
     pub(crate) fn new(connector: Arc<Connector>) -> Self {
@@ -50,6 +56,7 @@ impl CommandConnection {
                 connector,
                 live: Mutex::new(None),
                 reconnect: tokio::sync::Mutex::new(Reconnect { generation: 0, failures: 0, next_attempt: None }),
+                consecutive_timeouts: AtomicU32::new(0),
             }),
         }
     }
@@ -136,7 +143,10 @@ impl CommandConnection {
         let counters = self.inner.connector.budget().counters(Role::Command);
         let _in_use = counters.begin_use();
         match tokio::time::timeout(self.command_timeout(), f(conn)).await {
-            Ok(Ok(value)) => Ok(value),
+            Ok(Ok(value)) => {
+                self.inner.consecutive_timeouts.store(0, Ordering::Relaxed);
+                Ok(value)
+            }
             Ok(Err(e)) => {
                 let err = Error::redis(Role::Command, e);
                 if err.is_connection_error() {
@@ -147,7 +157,15 @@ impl CommandConnection {
                 }
                 Err(err)
             }
-            Err(_) => Err(self.timeout("command")),
+            Err(_) => {
+                let in_a_row = self.inner.consecutive_timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+                if in_a_row >= TIMEOUTS_BEFORE_RECONNECT {
+                    tracing::warn!(in_a_row, "redis command connection keeps timing out; replacing it");
+                    self.inner.consecutive_timeouts.store(0, Ordering::Relaxed);
+                    self.drop_connection(generation);
+                }
+                Err(self.timeout("command"))
+            }
         }
     }
 

@@ -11,6 +11,10 @@ use crate::connector::{Connector, push_config, reconnect_delay};
 use crate::error::{Error, Result};
 use crate::role::Role;
 
+/// How often an idle subscriber connection is PINGed, so a socket that stopped answering without
+/// a reset is noticed and replaced (a subscriber never writes otherwise).
+const PING_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Capacity of the broadcast buffer; a receiver that lags further loses messages, which is
 /// acceptable because pub/sub messages are hints (a lagging receiver gets `RecvError::Lagged` and must re-read state).
 const EVENT_BUFFER: usize = 4096;
@@ -174,8 +178,19 @@ async fn supervise(
             let _ = events.send(SubscriberEvent::Reconnected);
         }
         connected_before = true;
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.reset();
         loop {
             tokio::select! {
+                _ = ping.tick() => {
+                    let timeout = connector.config.command_timeout;
+                    let mut probe = conn.0.clone();
+                    let answered = tokio::time::timeout(timeout, redis::cmd("PING").query_async::<()>(&mut probe)).await;
+                    if !matches!(answered, Ok(Ok(()))) {
+                        tracing::warn!("redis subscriber connection does not answer PING; replacing it");
+                        break;
+                    }
+                },
                 push = pushes.recv() => match push {
                     None => break,
                     Some(push) => match push.kind {
