@@ -26,6 +26,10 @@ for i = 0, count - 1 do
   local counter = rcall("INCR", KEYS[4])
   local id = customId
   if customId == "" then
+    -- A custom id made of digits may already hold the next number: skip it, never overwrite.
+    while rcall("EXISTS", base .. counter) == 1 do
+      counter = rcall("INCR", KEYS[4])
+    end
     id = tostring(counter)
   end
   local jobKey = base .. id

@@ -23,6 +23,14 @@ local function age(id)
 end
 
 local function removeJob(id)
+  -- A job that never finishes never frees its debounce slot: free it here (Bull does the
+  -- same for every state but completed and failed, whose slots were freed when they finished).
+  if ARGV[5] ~= "1" then
+    local deid = rcall("HGET", base .. id, "deid")
+    if deid and rcall("GET", base .. "de:" .. deid) == id then
+      rcall("DEL", base .. "de:" .. deid)
+    end
+  end
   rcall("ZREM", base .. "priority", id)
   local limited = rcall("HGET", base .. "limiter:index", id)
   if limited then

@@ -3,7 +3,8 @@
 
   KEYS[1] job hash
   ARGV[1] base key "P:Q:"   ARGV[2] job id
-  Returns 1 removed, 0 locked, -1 no such job.
+  Returns 1 removed, 0 locked, -1 no such job. An id left in a list or set without its hash
+  (an orphan, which breaks Node's stalled check) is removed too, and counts as removed.
 ]]
 local rcall = redis.call
 local base = ARGV[1]
@@ -11,14 +12,17 @@ local id = ARGV[2]
 if rcall("EXISTS", base .. id .. ":lock") == 1 then
   return 0
 end
-if rcall("EXISTS", KEYS[1]) == 0 then
-  return -1
-end
+local exists = rcall("EXISTS", KEYS[1]) == 1
+local removed = 0
 for _, list in ipairs({"active", "wait", "paused"}) do
-  rcall("LREM", base .. list, 0, id)
+  removed = removed + rcall("LREM", base .. list, 0, id)
 end
 for _, set in ipairs({"delayed", "completed", "failed", "priority"}) do
-  rcall("ZREM", base .. set, id)
+  removed = removed + rcall("ZREM", base .. set, id)
+end
+if not exists then
+  if removed > 0 then return 1 end
+  return -1
 end
 local limited = rcall("HGET", base .. "limiter:index", id)
 if limited then

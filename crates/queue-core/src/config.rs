@@ -58,13 +58,13 @@ impl RedisUrl {
         let Some((scheme, rest)) = self.0.split_once("://") else {
             return "***".to_owned();
         };
-        // Userinfo ends at the last '@' before the first '/' of the path.
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        let authority = &rest[..authority_end];
-        match authority.rfind('@') {
+        // Userinfo ends at the last '@' before any query or fragment. A password may itself
+        // contain '/', so the path cannot be used to find where the authority ends.
+        let end = rest.find(['?', '#']).unwrap_or(rest.len());
+        match rest[..end].rfind('@') {
             None => self.0.clone(),
             Some(at) => {
-                let userinfo = &authority[..at];
+                let userinfo = &rest[..at];
                 let user = match userinfo.split_once(':') {
                     Some((user, _)) => format!("{user}:***"),
                     None if userinfo.is_empty() => String::new(),
@@ -193,6 +193,8 @@ mod tests {
         assert!(!format!("{url}").contains("s3cret"));
         let config = RedisConfig::new(url);
         assert!(!format!("{config:?}").contains("s3cret"));
+        let slashed = RedisUrl("redis://user:pa/ss@h:1/0".to_owned());
+        assert_eq!(slashed.redacted(), "redis://user:***@h:1/0");
         let bare = RedisUrl::parse("redis://:pw@h:1").unwrap();
         assert_eq!(bare.redacted(), "redis://:***@h:1");
         assert_eq!(RedisUrl::parse("redis://h:1").unwrap().redacted(), "redis://h:1");

@@ -111,7 +111,7 @@ impl Connector {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
                 counters.connect_failed();
-                let err = Error::redis(role, e);
+                let err = Error::redis(role, self.scrub(e));
                 return Err(if err.is_timeout() {
                     Error::Timeout { role, what: "connect", after: timeout }
                 } else {
@@ -128,6 +128,20 @@ impl Connector {
         self.set_name(&mut conn, &name).await;
         tracing::debug!(role = %role, name = %name, endpoint = %self.config.url, "redis connection opened");
         Ok(Opened { conn, permit, name })
+    }
+
+    /// A server without `HELLO` (or a proxy that blocks it) echoes the command's arguments,
+    /// password included, in its error: never let that text out.
+    fn scrub(&self, e: redis::RedisError) -> redis::RedisError {
+        let Some(password) = self.client.get_connection_info().redis_settings().password().filter(|p| !p.is_empty())
+        else {
+            return e;
+        };
+        let text = e.to_string();
+        if !text.contains(password) {
+            return e;
+        }
+        redis::RedisError::from((e.kind(), "connection setup failed", text.replace(password, "***")))
     }
 
     /// `CLIENT SETNAME`, best effort: managed services may refuse `CLIENT`.

@@ -87,6 +87,25 @@ pub fn validate_job_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses ids that name one of the queue's own keys, for operations on existing jobs (remove,
+/// retry, promote, updates): `remove q meta` must not delete the queue's meta hash. Looser than
+/// [`validate_job_id`]: Bull's own repeat iteration ids (`repeat:…`) are accepted.
+pub fn validate_existing_job_id(id: &str) -> Result<()> {
+    let refuse = |reason| Err(Error::InvalidJobId { id: id.to_owned(), reason });
+    if id.is_empty() {
+        return refuse("must not be empty");
+    }
+    if RESERVED_SUFFIXES.contains(&id) || id.ends_with(":lock") || id.ends_with(":logs") {
+        return refuse("names one of the queue's own keys, not a job");
+    }
+    for prefix in ["de:", "limiter:", "metrics:", "__hb__"] {
+        if id.starts_with(prefix) {
+            return refuse("names one of the queue's own keys, not a job");
+        }
+    }
+    Ok(())
+}
+
 /// Keys and channels of one queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueKeys {

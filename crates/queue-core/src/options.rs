@@ -93,7 +93,7 @@ impl<'de> Deserialize<'de> for Backoff {
 }
 
 /// `removeOnComplete` / `removeOnFail`: what to keep of finished jobs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum KeepJobs {
     /// `true` removes at once; `false` keeps everything.
@@ -109,6 +109,23 @@ pub enum KeepJobs {
         #[serde(skip_serializing_if = "Option::is_none")]
         count: Option<i64>,
     },
+}
+
+impl<'de> Deserialize<'de> for KeepJobs {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        // Node producers may store any number (JavaScript has no integers) and any numeric
+        // field inside the object form.
+        let number = |v: &Value| v.as_i64().or_else(|| v.as_f64().map(|f| f.floor() as i64));
+        match Value::deserialize(deserializer)? {
+            Value::Bool(b) => Ok(KeepJobs::Remove(b)),
+            Value::Number(n) => Ok(KeepJobs::Count(number(&Value::Number(n)).unwrap_or(-1))),
+            Value::Object(o) => Ok(KeepJobs::Policy {
+                age: o.get("age").and_then(number).map(|a| a.max(0) as u64),
+                count: o.get("count").and_then(number),
+            }),
+            other => Err(serde::de::Error::custom(format!("removeOnComplete/removeOnFail cannot be {other}"))),
+        }
+    }
 }
 
 impl KeepJobs {
@@ -152,7 +169,7 @@ pub struct RepeatOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// The custom id of the repeatable (copied from `opts.jobId` on the first add).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_string")]
     pub job_id: Option<String>,
     /// Fields this crate does not know, kept as they are.
     #[serde(flatten)]
@@ -184,7 +201,7 @@ pub struct JobOptions {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_u64")]
     pub timeout: Option<u64>,
     /// Custom job id; a second add with the same id returns it and changes nothing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "lenient_string")]
     pub job_id: Option<String>,
     /// What to keep once completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -331,6 +348,15 @@ impl JobOptions {
     }
 }
 
+/// Accepts a string or a number (Bull's `JobId` is `number | string`), or null.
+fn lenient_string<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Option<String>, D::Error> {
+    Ok(match Option::<Value>::deserialize(deserializer)? {
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
 /// Accepts an integer, a float (Node's `Number()`), a numeric string or null.
 fn lenient_u64<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Option<u64>, D::Error> {
     Ok(match Option::<Value>::deserialize(deserializer)? {
@@ -370,6 +396,14 @@ mod tests {
 
     #[test]
     fn node_forms_are_read_leniently() {
+        let numeric = JobOptions::from_json(
+            r#"{"jobId":123,"repeat":{"every":5,"jobId":7},"removeOnComplete":1.5,"removeOnFail":{"age":60.5,"count":2.0}}"#,
+        )
+        .unwrap();
+        assert_eq!(numeric.job_id.as_deref(), Some("123"));
+        assert_eq!(numeric.repeat.unwrap().job_id.as_deref(), Some("7"));
+        assert_eq!(numeric.remove_on_complete, Some(KeepJobs::Count(1)));
+        assert_eq!(numeric.remove_on_fail, Some(KeepJobs::Policy { age: Some(60), count: Some(2) }));
         let opts =
             JobOptions::from_json(r#"{"backoff":2000,"delay":1.5,"attempts":"4","removeOnComplete":true}"#).unwrap();
         assert_eq!(opts.backoff, Some(Backoff::fixed(2000)));

@@ -10,7 +10,7 @@ use crate::command::CommandConnection;
 use crate::connections::Connections;
 use crate::error::{Error, Result};
 use crate::job::{DEFAULT_JOB_NAME, Job, JobState};
-use crate::keys::QueueKeys;
+use crate::keys::{QueueKeys, validate_existing_job_id};
 use crate::options::JobOptions;
 use crate::repeat;
 use crate::scripts::{self, check_code};
@@ -269,6 +269,7 @@ impl Queue {
 
     /// Appends a log line to a job; returns the number of lines.
     pub async fn add_log(&self, id: &str, line: &str) -> Result<u64> {
+        validate_existing_job_id(id)?;
         let code: i64 = scripts::ADD_LOG.run(&self.conn, &[&self.keys.job(id)], (self.keys.logs(id), line)).await?;
         check_code(&scripts::ADD_LOG, code, id, self.name()).map(|n| n as u64)
     }
@@ -288,6 +289,7 @@ impl Queue {
 
     /// Sets a job's progress (any JSON) and publishes it on the `progress` channel.
     pub async fn update_progress(&self, id: &str, progress: &Value) -> Result<()> {
+        validate_existing_job_id(id)?;
         let args = (self.keys.progress_channel(), id, progress.to_string());
         let code: i64 = scripts::UPDATE_PROGRESS.run(&self.conn, &[&self.keys.job(id)], args).await?;
         check_code(&scripts::UPDATE_PROGRESS, code, id, self.name()).map(drop)
@@ -295,6 +297,7 @@ impl Queue {
 
     /// Replaces a job's data.
     pub async fn update_data(&self, id: &str, data: impl Serialize) -> Result<()> {
+        validate_existing_job_id(id)?;
         let data = serde_json::to_string(&data).map_err(|source| Error::Json { what: "job data", source })?;
         let code: i64 = scripts::UPDATE_DATA.run(&self.conn, &[&self.keys.job(id)], data).await?;
         check_code(&scripts::UPDATE_DATA, code, id, self.name()).map(drop)
@@ -326,12 +329,14 @@ impl Queue {
 
     /// Removes a job and its logs from every list and set. Refused while a worker holds its lock.
     pub async fn remove(&self, id: &str) -> Result<()> {
+        validate_existing_job_id(id)?;
         let code: i64 = scripts::REMOVE_JOB.run(&self.conn, &[&self.keys.job(id)], (self.keys.base(), id)).await?;
         check_code(&scripts::REMOVE_JOB, code, id, self.name()).map(drop)
     }
 
     /// Moves one failed job back to waiting (Bull's `job.retry()`).
     pub async fn retry_job(&self, id: &str) -> Result<()> {
+        validate_existing_job_id(id)?;
         let keys = [self.keys.job(id), self.keys.meta_paused()];
         let code: i64 = scripts::RETRY_JOB
             .run(&self.conn, &[&keys[0], &keys[1]], (self.keys.base(), id, now_ms(), &self.token))
@@ -360,6 +365,7 @@ impl Queue {
 
     /// Moves a delayed job to waiting now.
     pub async fn promote(&self, id: &str) -> Result<()> {
+        validate_existing_job_id(id)?;
         let k = &self.keys;
         let keys = [k.delayed(), k.meta_paused(), k.priority()];
         let code: i64 =

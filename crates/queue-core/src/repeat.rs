@@ -24,11 +24,35 @@ fn md5_hex(text: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A date option as Bull reads it with `new Date(x)`: ms since the epoch or an ISO 8601 string.
+/// A date option as Bull reads it with `new Date(x)`: ms since the epoch, or an ISO 8601 string
+/// (with an offset, or without one and read as UTC, as containers run; or a bare date).
 fn date_ms(value: &Value) -> Result<u64> {
+    let parse = |s: &str| {
+        let s = s.trim();
+        DateTime::parse_from_rfc3339(s)
+            .map(|d| d.timestamp_millis())
+            .ok()
+            .or_else(|| {
+                chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
+                    .ok()
+                    .map(|d| d.and_utc().timestamp_millis())
+            })
+            .or_else(|| {
+                chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+                    .ok()
+                    .map(|d| d.and_utc().timestamp_millis())
+            })
+            .or_else(|| {
+                chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                    .ok()
+                    .and_then(|d| d.and_hms_opt(0, 0, 0))
+                    .map(|d| d.and_utc().timestamp_millis())
+            })
+            .map(|ms| ms.max(0) as u64)
+    };
     match value {
         Value::Number(n) => n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64),
-        Value::String(s) => DateTime::parse_from_rfc3339(s).ok().map(|d| d.timestamp_millis().max(0) as u64),
+        Value::String(s) => parse(s),
         _ => None,
     }
     .ok_or_else(|| Error::InvalidOptions(format!("repeat date {value} is neither ms nor an ISO 8601 date")))
@@ -178,6 +202,16 @@ mod tests {
         assert_eq!(repeat_key("cronjob", &cron).unwrap(), "cronjob:myrep::Europe/Madrid:*/5 * * * *");
         let ended = RepeatOptions { end_date: Some(Value::from(1_800_000_000_000u64)), ..every(5) };
         assert_eq!(repeat_key("n", &ended).unwrap(), "n::1800000000000:5");
+    }
+
+    #[test]
+    fn dates_parse_like_javascript_dates() {
+        let day = 1_803_859_200_000u64; // 2027-03-01T00:00:00Z
+        for text in ["2027-03-01", "2027-03-01T00:00:00", "2027-03-01T00:00:00.000Z", "2027-03-01T01:00:00+01:00"] {
+            assert_eq!(date_ms(&Value::from(text)).unwrap(), day, "{text}");
+        }
+        assert_eq!(date_ms(&Value::from(day)).unwrap(), day);
+        assert!(date_ms(&Value::from("next tuesday")).is_err());
     }
 
     #[test]

@@ -294,3 +294,14 @@ fn tempfile_dir() -> String {
     std::fs::create_dir_all(&dir).unwrap();
     dir.to_string_lossy().into_owned()
 }
+
+#[tokio::test]
+async fn a_server_without_hello_never_sees_the_password_echoed_in_errors() {
+    let server = RedisServer::start_with(&["--rename-command", "HELLO", ""]);
+    assert_eq!(server.command(&["CONFIG", "SET", "requirepass", "s3cret-pw"]), "+OK\r\n");
+    let url = format!("redis://:s3cret-pw@127.0.0.1:{}", server.port());
+    let connections = Connections::builder(config(&url, 1), "nohello").build().unwrap();
+    let err = Queue::new(&connections, "q").unwrap().add("a", json!({}), JobOptions::default()).await.unwrap_err();
+    assert!(!err.to_string().contains("s3cret-pw") && !format!("{err:?}").contains("s3cret-pw"), "{err:?}");
+    assert!(err.to_string().contains("***"), "{err}");
+}

@@ -306,3 +306,49 @@ async fn a_repeatable_job_is_stored_as_bull_stores_it() {
     assert_eq!(opts["jobId"], id);
     assert_eq!(q.get_job_state(&id).await.unwrap(), Some(JobState::Delayed));
 }
+
+#[tokio::test]
+async fn generated_ids_skip_numbers_already_taken_by_custom_ids() {
+    let q = queue("numbers");
+    q.add("custom", json!({"custom": true}), JobOptions::default().job_id("2")).await.unwrap();
+    let a = q.add("a", json!({"n": 1}), JobOptions::default()).await.unwrap();
+    let b = q.add("b", json!({"n": 2}), JobOptions::default()).await.unwrap();
+    assert_eq!((a.as_str(), b.as_str()), ("3", "4"));
+    assert_eq!(q.get_job("2").await.unwrap().unwrap().data, json!({"custom": true}));
+}
+
+#[tokio::test]
+async fn operations_on_jobs_refuse_ids_that_name_the_queue_s_own_keys() {
+    let q = queue("ownkeys");
+    q.pause().await.unwrap();
+    for id in ["meta", "meta-paused", "limiter:index", "7:lock"] {
+        assert!(matches!(q.remove(id).await, Err(Error::InvalidJobId { .. })), "{id}");
+    }
+    assert!(q.is_paused().await.unwrap(), "the meta keys are still there");
+}
+
+#[tokio::test]
+async fn orphan_ids_without_a_hash_can_be_removed() {
+    let q = queue("orphans");
+    let mut r = raw(&test_support::redis_url()).await;
+    let _: () = r.lpush(q.keys().wait(), "ghost").await.unwrap();
+    q.remove("ghost").await.unwrap();
+    assert_eq!(q.get_job_counts().await.unwrap().waiting, 0);
+    assert!(matches!(q.remove("ghost").await, Err(Error::JobNotFound(_))));
+}
+
+#[tokio::test]
+async fn cleaning_a_waiting_debounced_job_frees_its_debounce_slot() {
+    let q = queue("debounce");
+    let mut r = raw(&test_support::redis_url()).await;
+    let peer = json!({"redis": test_support::redis_url(), "prefix": q.keys().prefix(), "queue": "debounce"});
+    let mut args = peer.clone();
+    args["jobs"] = json!([{"name": "d", "data": {}, "opts": {"debounce": {"id": "d1"}}}]);
+    let first: Vec<String> = serde_json::from_value(test_support::NodePeer::run("add", args.clone())).unwrap();
+    assert!(r.exists::<_, bool>(q.keys().key("de:d1")).await.unwrap());
+    assert_eq!(q.clean(Duration::ZERO, JobState::Waiting, 0).await.unwrap(), first);
+    assert!(!r.exists::<_, bool>(q.keys().key("de:d1")).await.unwrap());
+    let second: Vec<String> = serde_json::from_value(test_support::NodePeer::run("add", args)).unwrap();
+    assert_ne!(second, first, "a new debounced add gets a new job");
+    assert_eq!(q.get_job_counts().await.unwrap().waiting, 1);
+}
