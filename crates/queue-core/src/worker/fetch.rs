@@ -33,16 +33,18 @@ pub(super) enum Fetched {
 pub(super) async fn fetch_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
     let mut failures = 0u32;
     loop {
-        if shared.stopped() {
+        if shared.stopped() || shared.paused() {
             return;
         }
-        if shared.paused() {
-            shared.nap(shared.settings.drain_delay).await;
-            continue;
-        }
-        let Ok(slot) = q.slots.clone().acquire_owned().await else { return };
+        let slot = tokio::select! {
+            slot = q.slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+            _ = shared.stop_requested() => return,
+        };
         if shared.stopped() || shared.paused() {
-            continue;
+            return;
         }
         match fetch(&shared, &q).await {
             Ok(Fetched::Job(taken)) => {
@@ -87,7 +89,12 @@ async fn fetch(shared: &Shared, q: &QueueState) -> Result<Fetched> {
     }
     let Some(pool) = shared.connections.blocking() else { return Ok(Fetched::Idle) };
     let keys = q.queue.keys();
-    let popped = pool.blmove_as(&keys.wait(), &keys.active(), shared.settings.drain_delay, Some(&q.label)).await?;
+    let (wait, active) = (keys.wait(), keys.active());
+    let popped = tokio::select! {
+        popped = pool.blmove_as(&wait, &active, shared.settings.drain_delay, Some(&q.label)) => popped?,
+        // Abandoning the pop drops its connection: the server cannot hand it a job afterwards.
+        _ = shared.stop_requested() => return Ok(Fetched::Idle),
+    };
     let Some(id) = popped else { return Ok(Fetched::Idle) };
     // The id is in `active` without a lock until the activation succeeds; retrying it is safe.
     let mut tries = 0;

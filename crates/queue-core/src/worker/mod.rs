@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::connections::Connections;
@@ -260,7 +260,10 @@ struct Shared {
     /// lock expires and a stalled check recovers them.
     abandoned: AtomicBool,
     paused: AtomicBool,
-    state_changed: Notify,
+    /// True while the fetch loops must stop (closing or locally paused). They finish the step in
+    /// hand, except a blocking pop, which is abandoned (its connection is dropped, so the server
+    /// cannot hand it a job afterwards): a job is never taken and then dropped.
+    stopping: watch::Sender<bool>,
     counters: Counters,
     /// Jobs taken and not yet finished, all queues.
     in_hand: AtomicUsize,
@@ -280,11 +283,19 @@ impl Shared {
         self.paused.load(Ordering::Acquire)
     }
 
-    /// Sleeps for `d` or until the worker's state changes, whichever is first.
+    /// Resolves once the fetch loops are asked to stop.
+    fn stop_requested(&self) -> impl Future<Output = ()> + use<> {
+        let mut stopping = self.stopping.subscribe();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    }
+
+    /// Sleeps for `d` or until the fetch loops are asked to stop, whichever is first.
     async fn nap(&self, d: Duration) {
         tokio::select! {
             _ = tokio::time::sleep(d) => {}
-            _ = self.state_changed.notified() => {}
+            _ = self.stop_requested() => {}
         }
     }
 }
@@ -356,7 +367,7 @@ impl Worker {
             closing: AtomicBool::new(false),
             abandoned: AtomicBool::new(false),
             paused: AtomicBool::new(false),
-            state_changed: Notify::new(),
+            stopping: watch::channel(false).0,
             counters: Counters::default(),
             in_hand: AtomicUsize::new(0),
             handlers,
@@ -406,12 +417,12 @@ impl Worker {
         }
     }
 
-    /// Aborts the fetch loops. A blocking pop in flight has its connection dropped, so the
-    /// server cannot hand it a job afterwards.
+    /// Asks the fetch loops to stop and waits until they have: a job they took meanwhile is in
+    /// hand and will be processed.
     async fn stop_fetchers(&self) {
+        self.shared.stopping.send_replace(true);
         let fetchers: Vec<_> = self.fetchers.lock().expect("fetchers lock").drain(..).collect();
         for fetcher in fetchers {
-            fetcher.abort();
             let _ = fetcher.await;
         }
     }
@@ -450,15 +461,14 @@ impl Worker {
     /// hand are finished.
     pub async fn pause_local(&self) {
         self.shared.paused.store(true, Ordering::Release);
-        self.shared.state_changed.notify_waiters();
         self.stop_fetchers().await;
         self.wait_until_empty_handed().await;
     }
 
     /// Takes jobs again after [`Worker::pause_local`].
     pub fn resume_local(&self) {
-        if self.shared.paused.swap(false, Ordering::AcqRel) {
-            self.shared.state_changed.notify_waiters();
+        if self.shared.paused.swap(false, Ordering::AcqRel) && !self.shared.stopped() {
+            self.shared.stopping.send_replace(false);
             self.spawn_fetchers();
         }
     }
@@ -468,7 +478,6 @@ impl Worker {
     /// (of this worker's successor or any other worker): never dropped, possibly run twice.
     pub async fn close(self, deadline: Duration) {
         self.shared.closing.store(true, Ordering::Release);
-        self.shared.state_changed.notify_waiters();
         self.stop_fetchers().await;
         if tokio::time::timeout(deadline, self.wait_until_empty_handed()).await.is_err() {
             self.shared.abandoned.store(true, Ordering::Release);

@@ -925,3 +925,23 @@ async fn an_idle_blocking_worker_announces_drained_once() {
     worker.close(Duration::from_secs(1)).await;
     assert_eq!(drained, 1, "15 idle block periods should announce drained once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_while_jobs_flow_leaves_none_taken_and_forgotten() {
+    let connections =
+        Connections::builder(config(&test_support::redis_url(), 2), "it-flow").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "flow").unwrap();
+    for round in 0..5 {
+        let worker =
+            Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 8, recording(Default::default()))])
+                .await
+                .unwrap();
+        let jobs = (0..100)
+            .map(|i| queue_core::NewJob::new("j", json!({"sleepMs": 5, "i": i}), JobOptions::default()).unwrap());
+        q.add_bulk(jobs.collect()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20 * round)).await;
+        worker.close(Duration::from_secs(10)).await;
+        let counts = q.get_job_counts().await.unwrap();
+        assert_eq!(counts.active, 0, "round {round}: a job was taken and then dropped: {counts:?}");
+    }
+}
