@@ -161,7 +161,7 @@ pub struct JobsArgs {
     /// waiting, paused, active, delayed, completed or failed.
     #[arg(long)]
     pub state: String,
-    /// How many jobs.
+    /// How many jobs (0 = all).
     #[arg(long, default_value_t = 20)]
     pub limit: u64,
 }
@@ -228,8 +228,8 @@ pub struct WorkArgs {
     #[arg(long)]
     pub exec: String,
     /// Jobs at once.
-    #[arg(long, default_value_t = 1)]
-    pub concurrency: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub concurrency: u16,
     /// Kill the command's process group after this long (ms); the attempt fails.
     #[arg(long)]
     pub timeout_ms: Option<u64>,

@@ -128,13 +128,10 @@ pub(crate) async fn run(c: &Connections, g: &Global, p: &Printer) -> anyhow::Res
             vec![u.service.clone(), u.total.to_string(), budget, roles]
         })
         .collect();
-    p.table(&["service", "connections", "budget", "roles"], &rows, |col, cell| {
-        (col == 1).then(|| {
-            let row = rows.iter().find(|r| r[1] == cell);
-            match row.and_then(|r| r[2].parse::<usize>().ok()) {
-                Some(budget) if cell.parse::<usize>().unwrap_or(0) > budget => Colour::Red,
-                _ => Colour::Green,
-            }
+    p.table(&["service", "connections", "budget", "roles"], &rows, |row, col, _| {
+        (col == 1).then(|| match usage[row].declared_budget {
+            Some(budget) if usage[row].total > budget => Colour::Red,
+            _ => Colour::Green,
         })
     });
     p.line(&format!("{} clients in all, {unnamed} unnamed", clients.len()));

@@ -52,7 +52,7 @@ pub(crate) async fn counts(c: &Connections, g: &Global, p: &Printer, name: &str)
             .as_object()
             .map(|o| o.iter().map(|(k, v)| vec![k.clone(), v.to_string()]).collect::<Vec<_>>())
             .unwrap_or_default();
-        p.table(&["state", "jobs"], &rows, |_, _| None);
+        p.table(&["state", "jobs"], &rows, |_, _, _| None);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -69,7 +69,7 @@ pub(crate) async fn job(c: &Connections, g: &Global, p: &Printer, args: JobArgs)
 pub(crate) async fn jobs(c: &Connections, g: &Global, p: &Printer, args: JobsArgs) -> anyhow::Result<ExitCode> {
     let state = JobState::parse(&args.state)?;
     let asc = matches!(state, JobState::Waiting | JobState::Paused | JobState::Active | JobState::Delayed);
-    let end = args.limit.max(1) as i64 - 1;
+    let end = args.limit as i64 - 1;
     let jobs: Vec<Job> =
         queue(c, g, &args.queue)?.get_jobs(&[state], 0, end, asc).await?.into_iter().flatten().collect();
     if p.json {
@@ -92,7 +92,7 @@ pub(crate) async fn jobs(c: &Connections, g: &Global, p: &Printer, args: JobsArg
             ]
         })
         .collect();
-    p.table(&["id", "name", "attempts", "reason", "data"], &rows, |_, _| None);
+    p.table(&["id", "name", "attempts", "reason", "data"], &rows, |_, _, _| None);
     Ok(ExitCode::SUCCESS)
 }
 

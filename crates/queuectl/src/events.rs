@@ -42,6 +42,10 @@ pub(crate) async fn run(c: &Connections, g: &Global, args: EventsArgs) -> anyhow
     eprintln!("listening");
     let deadline = args.seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
     let mut printed = 0u64;
+    // One signal future for the whole stream: a Ctrl-C arriving while a line is being written is
+    // not lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         let next = async {
             match deadline {
@@ -51,7 +55,7 @@ pub(crate) async fn run(c: &Connections, g: &Global, args: EventsArgs) -> anyhow
         };
         let event = tokio::select! {
             event = next => event,
-            _ = tokio::signal::ctrl_c() => None,
+            _ = &mut interrupted => None,
         };
         let Some(event) = event else { break };
         println!("{}", event_json(&event));

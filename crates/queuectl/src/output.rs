@@ -45,8 +45,14 @@ impl Printer {
         }
     }
 
-    /// An aligned table; `paint` picks a colour per cell (applied only on a terminal).
-    pub(crate) fn table(&self, headers: &[&str], rows: &[Vec<String>], paint: impl Fn(usize, &str) -> Option<Colour>) {
+    /// An aligned table; `paint(row, column, cell)` picks a colour per cell (applied only on a
+    /// terminal).
+    pub(crate) fn table(
+        &self,
+        headers: &[&str],
+        rows: &[Vec<String>],
+        paint: impl Fn(usize, usize, &str) -> Option<Colour>,
+    ) {
         let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
         for row in rows {
             for (i, cell) in row.iter().enumerate() {
@@ -66,13 +72,13 @@ impl Printer {
         };
         let header = render(headers.iter().map(|h| h.to_uppercase()).collect());
         println!("{}", if self.color { format!("\x1b[1m{header}\x1b[0m") } else { header });
-        for row in rows {
+        for (r, row) in rows.iter().enumerate() {
             let cells = row
                 .iter()
                 .enumerate()
                 .map(|(i, cell)| {
                     let padded = if i + 1 == row.len() { cell.clone() } else { format!("{cell:<w$}", w = widths[i]) };
-                    match (self.color, paint(i, cell)) {
+                    match (self.color, paint(r, i, cell)) {
                         (true, Some(colour)) => format!("\x1b[{}m{padded}\x1b[0m", colour.code()),
                         _ => padded,
                     }

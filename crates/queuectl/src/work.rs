@@ -139,10 +139,16 @@ pub(crate) async fn run(c: &Connections, g: &Global, p: &Printer, args: WorkArgs
             }
         })
     };
-    let worker = Worker::start(c, WorkerSettings::default(), vec![QueueSpec::new(queue, args.concurrency, h)]).await?;
+    let worker =
+        Worker::start(c, WorkerSettings::default(), vec![QueueSpec::new(queue, usize::from(args.concurrency), h)])
+            .await?;
     eprintln!("working on {} with concurrency {}", args.queue, args.concurrency);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => eprintln!("stopping: letting jobs in hand finish"),
+        // A service manager's stop is a Ctrl-C too: commands run in process groups of their own
+        // and would otherwise outlive this process.
+        _ = terminate.recv() => eprintln!("stopping: letting jobs in hand finish"),
         _ = done.notified() => {}
     }
     // Stop taking jobs (pause_local's first poll does that), then release the job that reached

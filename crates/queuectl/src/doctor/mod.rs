@@ -205,7 +205,7 @@ fn print(p: &Printer, report: &Report) {
         .iter()
         .map(|f| vec![f.check.to_owned(), f.severity.as_str().to_owned(), f.measured.clone(), f.advice.clone()])
         .collect();
-    p.table(&["check", "severity", "measured", "advice"], &rows, |col, cell| {
+    p.table(&["check", "severity", "measured", "advice"], &rows, |_, col, cell| {
         let severity = [Severity::Ok, Severity::Warn, Severity::Critical].into_iter().find(|s| s.as_str() == cell);
         if col == 1 { severity.map(Severity::colour) } else { None }
     });
