@@ -25,6 +25,7 @@ use crate::connections::Connections;
 use crate::error::{Error, Result};
 use crate::job::JobState;
 use crate::keys::QueueKeys;
+use crate::keys::escape_glob;
 use crate::queue::Queue;
 use crate::role::Role;
 use crate::subscriber::{PubSubMessage, Subscriber, SubscriberEvent};
@@ -444,18 +445,6 @@ impl Routes {
         }
         event
     }
-}
-
-/// Backslash-escapes the characters Redis glob patterns treat specially.
-fn escape_glob(literal: &str) -> String {
-    let mut escaped = String::with_capacity(literal.len());
-    for c in literal.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            escaped.push('\\');
-        }
-        escaped.push(c);
-    }
-    escaped
 }
 
 /// Turns one message into an event, as Bull's listeners read it (queue.js

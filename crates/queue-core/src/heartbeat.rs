@@ -90,7 +90,7 @@ pub fn spawn(connections: Connections, queues: Vec<String>, interval: Duration) 
 
 /// Every live heartbeat under `prefix` (read with `SCAN`, never `KEYS`).
 pub async fn live(connections: &Connections, prefix: &str) -> Result<Vec<HeartbeatRecord>> {
-    let pattern = format!("{prefix}:{HEARTBEAT_NAMESPACE}:*");
+    let pattern = format!("{}:{HEARTBEAT_NAMESPACE}:*", crate::keys::escape_glob(prefix));
     let mut cursor = 0u64;
     let mut keys = Vec::new();
     loop {

@@ -106,6 +106,19 @@ pub fn validate_existing_job_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Backslash-escapes the characters Redis glob patterns treat specially (`PSUBSCRIBE`,
+/// `SCAN MATCH`), so a prefix or queue name is matched literally.
+pub fn escape_glob(literal: &str) -> String {
+    let mut escaped = String::with_capacity(literal.len());
+    for c in literal.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    escaped
+}
+
 /// Keys and channels of one queue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueKeys {
@@ -219,9 +232,9 @@ impl QueueKeys {
     pub fn delayed_channel(&self) -> String {
         self.delayed()
     }
-    /// Pattern matching every `waiting@<token>` channel.
+    /// Pattern matching every `waiting@<token>` channel of this queue only.
     pub fn waiting_pattern(&self) -> String {
-        format!("{}waiting@*", self.base)
+        format!("{}waiting@*", escape_glob(&self.base))
     }
     /// Channel of global pause.
     pub fn paused_channel(&self) -> String {

@@ -51,8 +51,8 @@ pub use heartbeat::{
 };
 pub use job::{DEFAULT_JOB_NAME, Job, JobState};
 pub use keys::{
-    DELAYED_TIEBREAK_MASK, QueueKeys, RESERVED_SUFFIXES, delayed_score, due_from_score, validate_existing_job_id,
-    validate_job_id, validate_prefix, validate_queue_name,
+    DELAYED_TIEBREAK_MASK, QueueKeys, RESERVED_SUFFIXES, delayed_score, due_from_score, escape_glob,
+    validate_existing_job_id, validate_job_id, validate_prefix, validate_queue_name,
 };
 pub use options::{Backoff, JobOptions, KeepJobs, RepeatOptions};
 pub use queue::{DEFAULT_BATCH, JobCounts, JobLogs, NewJob, Queue, now_ms};

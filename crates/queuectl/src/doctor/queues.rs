@@ -48,18 +48,6 @@ pub(super) async fn queue_findings(
     out
 }
 
-/// `s` with Redis glob specials escaped, for `SCAN MATCH`.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(ch);
-    }
-    out
-}
-
 /// The queue a key marks, for `<prefix>:<queue>:<marker>` with a [`QUEUE_MARKERS`] marker.
 fn queue_of_key<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
     let rest = key.strip_prefix(prefix)?.strip_prefix(':')?;
@@ -70,7 +58,7 @@ fn queue_of_key<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
 
 /// Queue names under `prefix`: one `SCAN` pass (never `KEYS`).
 async fn discover_queues(c: &Connections, prefix: &str) -> queue_core::Result<BTreeSet<String>> {
-    let pattern = format!("{}:*", glob_escape(prefix));
+    let pattern = format!("{}:*", queue_core::escape_glob(prefix));
     let mut names = BTreeSet::new();
     let mut cursor = 0u64;
     loop {
@@ -292,7 +280,7 @@ mod tests {
         assert_eq!(queue_of_key("bull", "bull:__hb__:svc:wait"), None);
         assert_eq!(queue_of_key("bull", "bull:x:files:wait"), None);
         assert_eq!(queue_of_key("bull", "bullx:files:wait"), None);
-        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+        assert_eq!(queue_core::escape_glob("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
 
     #[test]
