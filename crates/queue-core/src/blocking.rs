@@ -22,6 +22,9 @@ pub(crate) struct BlockingConn {
     conn: MultiplexedConnection,
     name: String,
     current_name: String,
+    /// `CLIENT ID`, so a blocked call can be ended with `CLIENT UNBLOCK` (None when `CLIENT` is
+    /// refused).
+    client_id: Option<u64>,
     broken: bool,
     closed: Arc<AtomicBool>,
     _permit: Permit,
@@ -37,8 +40,15 @@ impl bb8::ManageConnection for Manager {
 
     async fn connect(&self) -> Result<BlockingConn> {
         let (closed, push) = closed_flag();
-        let opened = self.connector.open(Role::Blocking, None, push).await?;
+        let mut opened = self.connector.open(Role::Blocking, None, push).await?;
+        let timeout = self.connector.config.command_timeout;
+        let client_id =
+            match tokio::time::timeout(timeout, redis::cmd("CLIENT").arg("ID").query_async(&mut opened.conn)).await {
+                Ok(Ok(id)) => Some(id),
+                _ => None,
+            };
         Ok(BlockingConn {
+            client_id,
             conn: opened.conn,
             current_name: opened.name.clone(),
             name: opened.name,
@@ -95,6 +105,35 @@ impl BlockingPool {
         block: Duration,
         label: Option<&str>,
     ) -> Result<T> {
+        let mut conn = self.checkout(label).await?;
+        let counters = self.connector.budget().counters(Role::Blocking);
+        let _in_use = counters.begin_use();
+        let watchdog = block + BLOCK_MARGIN;
+        // If this future is dropped mid-call (a worker closing), the server may still pop an
+        // element for us later: the connection must then be closed, not reused.
+        conn.broken = true;
+        let result = tokio::time::timeout(watchdog, cmd.query_async::<T>(&mut conn.conn)).await;
+        conn.broken = false;
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                let err = Error::redis(Role::Blocking, e);
+                if err.is_connection_error() {
+                    conn.broken = true;
+                }
+                Err(err)
+            }
+            Err(_) => {
+                tracing::warn!(name = %conn.name, after_ms = watchdog.as_millis() as u64, "blocking call did not return; dropping its connection");
+                conn.broken = true;
+                counters.timed_out();
+                Err(Error::Timeout { role: Role::Blocking, what: "command", after: watchdog })
+            }
+        }
+    }
+
+    /// A connection from the pool, renamed `<label>:<its name>` when a label is given.
+    async fn checkout(&self, label: Option<&str>) -> Result<bb8::PooledConnection<'_, Manager>> {
         let counters = self.connector.budget().counters(Role::Blocking);
         let state = self.pool.state();
         if state.idle_connections == 0 && state.connections as usize >= self.connector.budget().stats().blocking.planned
@@ -124,24 +163,57 @@ impl BlockingPool {
                 conn.current_name = wanted;
             }
         }
+        Ok(conn)
+    }
+
+    /// [`BlockingPool::blmove_as`] that ends early once `interrupt` resolves, without losing an
+    /// element: the blocked call is ended with `CLIENT UNBLOCK` (sent on `command`), so it
+    /// either returns what it already popped or nothing. Where `CLIENT` is refused the call is
+    /// abandoned and its connection dropped; an element popped in that instant stays in
+    /// `destination` for the stalled check.
+    pub async fn blmove_interruptible(
+        &self,
+        source: &str,
+        destination: &str,
+        block: Duration,
+        label: Option<&str>,
+        interrupt: impl Future<Output = ()>,
+        command: &crate::command::CommandConnection,
+    ) -> Result<Option<String>> {
+        let mut conn = self.checkout(label).await?;
+        let counters = self.connector.budget().counters(Role::Blocking);
         let _in_use = counters.begin_use();
         let watchdog = block + BLOCK_MARGIN;
-        // If this future is dropped mid-call (a worker closing), the server may still pop an
-        // element for us later: the connection must then be closed, not reused.
+        let client_id = conn.client_id;
+        let mut cmd = redis::cmd("BLMOVE");
+        cmd.arg(source).arg(destination).arg("RIGHT").arg("LEFT").arg(block.as_secs_f64());
         conn.broken = true;
-        let result = tokio::time::timeout(watchdog, cmd.query_async::<T>(&mut conn.conn)).await;
+        let result = {
+            let call = tokio::time::timeout(watchdog, cmd.query_async::<Option<String>>(&mut conn.conn));
+            tokio::pin!(call);
+            tokio::select! {
+                result = &mut call => result,
+                _ = interrupt => match client_id {
+                    Some(id) => {
+                        if let Err(e) = command.query::<i64>(redis::cmd("CLIENT").arg("UNBLOCK").arg(id)).await {
+                            tracing::warn!(error = %e, "CLIENT UNBLOCK failed; waiting for the blocking pop to end");
+                        }
+                        call.await
+                    }
+                    // The connection stays marked broken, so it is dropped with the call.
+                    None => return Ok(None),
+                },
+            }
+        };
         conn.broken = false;
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
                 let err = Error::redis(Role::Blocking, e);
-                if err.is_connection_error() {
-                    conn.broken = true;
-                }
+                conn.broken = err.is_connection_error();
                 Err(err)
             }
             Err(_) => {
-                tracing::warn!(name = %conn.name, after_ms = watchdog.as_millis() as u64, "blocking call did not return; dropping its connection");
                 conn.broken = true;
                 counters.timed_out();
                 Err(Error::Timeout { role: Role::Blocking, what: "command", after: watchdog })

@@ -89,12 +89,12 @@ async fn fetch(shared: &Shared, q: &QueueState) -> Result<Fetched> {
     }
     let Some(pool) = shared.connections.blocking() else { return Ok(Fetched::Idle) };
     let keys = q.queue.keys();
+    // Asked to stop, the pop is ended with CLIENT UNBLOCK: it returns what the server already
+    // moved to `active` (then activated and processed like any job) or nothing.
     let (wait, active) = (keys.wait(), keys.active());
-    let popped = tokio::select! {
-        popped = pool.blmove_as(&wait, &active, shared.settings.drain_delay, Some(&q.label)) => popped?,
-        // Abandoning the pop drops its connection: the server cannot hand it a job afterwards.
-        _ = shared.stop_requested() => return Ok(Fetched::Idle),
-    };
+    let stop = shared.stop_requested();
+    let drain = shared.settings.drain_delay;
+    let popped = pool.blmove_interruptible(&wait, &active, drain, Some(&q.label), stop, q.queue.connection()).await?;
     let Some(id) = popped else { return Ok(Fetched::Idle) };
     // The id is in `active` without a lock until the activation succeeds; retrying it is safe.
     let mut tries = 0;
