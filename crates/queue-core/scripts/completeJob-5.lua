@@ -18,23 +18,10 @@ local base = ARGV[1]
 local id = ARGV[2]
 local jobKey = base .. id
 
-local lock = lockState(jobKey, ARGV[3])
-if lock < 0 then return lock end
-if rcall("LREM", KEYS[1], -1, id) < 1 then return -3 end
-rcall("DEL", jobKey .. ":lock")
+local released = releaseActive(KEYS[1], jobKey, id, ARGV[3])
+if released < 0 then return released end
 if ARGV[11] == "1" then releaseDebounce(base, jobKey) end
-
-local now = tonumber(ARGV[4])
-local keepCount = tonumber(ARGV[7])
-if keepCount == 0 then
-  removeJobKeys(base, id)
-else
-  rcall("ZADD", KEYS[2], now, id)
-  rcall("HMSET", jobKey, "returnvalue", ARGV[5], "finishedOn", now)
-  if ARGV[6] ~= "" or keepCount > 0 then
-    keepFinished(base, KEYS[2], now, tonumber(ARGV[6]), keepCount)
-  end
-end
+storeFinished(base, KEYS[2], id, tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7]), "returnvalue", ARGV[5])
 rcall("PUBLISH", KEYS[2], ARGV[8])
 
 if ARGV[9] == "1" then

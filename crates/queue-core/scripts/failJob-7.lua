@@ -18,10 +18,8 @@ local id = ARGV[2]
 local jobKey = base .. id
 
 if rcall("EXISTS", jobKey) == 0 then return -1 end
-local lock = lockState(jobKey, ARGV[3])
-if lock < 0 then return lock end
-if rcall("LREM", KEYS[1], -1, id) < 1 then return -3 end
-rcall("DEL", jobKey .. ":lock")
+local released = releaseActive(KEYS[1], jobKey, id, ARGV[3])
+if released < 0 then return released end
 rcall("SREM", base .. "stalled", id)
 rcall("HMSET", jobKey, "stacktrace", ARGV[6], "failedReason", ARGV[5], "attemptsMade", ARGV[7])
 
@@ -42,14 +40,6 @@ if mode == "retry" then
 end
 
 releaseDebounce(base, jobKey)
-local now = tonumber(ARGV[4])
-local keepCount = tonumber(ARGV[11])
-if keepCount == 0 then
-  removeJobKeys(base, id)
-else
-  rcall("ZADD", KEYS[2], now, id)
-  rcall("HSET", jobKey, "finishedOn", now)
-  keepFinished(base, KEYS[2], now, tonumber(ARGV[10]), keepCount)
-end
+storeFinished(base, KEYS[2], id, tonumber(ARGV[4]), tonumber(ARGV[10]), tonumber(ARGV[11]))
 rcall("PUBLISH", KEYS[2], ARGV[12])
 return 0

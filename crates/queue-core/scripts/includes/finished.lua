@@ -26,6 +26,34 @@ local function keepFinished(base, set, now, ageSeconds, count)
   end
 end
 
+-- Takes a job this worker holds out of `active`: 0, or -2 / -6 (lock gone / held by another
+-- worker) or -3 (not active), in which case nothing was changed.
+local function releaseActive(activeKey, jobKey, id, lockValue)
+  local lock = lockState(jobKey, lockValue)
+  if lock < 0 then return lock end
+  if redis.call("LREM", activeKey, -1, id) < 1 then return -3 end
+  redis.call("DEL", jobKey .. ":lock")
+  return 0
+end
+
+-- Records a finished job in `set` (scored by finishedOn), with `field` = `value` when given, then
+-- applies the keep policy; a keep count of 0 deletes the job at once instead.
+local function storeFinished(base, set, id, now, ageSeconds, keepCount, field, value)
+  if keepCount == 0 then
+    removeJobKeys(base, id)
+    return
+  end
+  redis.call("ZADD", set, now, id)
+  if field then
+    redis.call("HMSET", base .. id, field, value, "finishedOn", now)
+  else
+    redis.call("HSET", base .. id, "finishedOn", now)
+  end
+  if ageSeconds or keepCount > 0 then
+    keepFinished(base, set, now, ageSeconds, keepCount)
+  end
+end
+
 -- Frees a debounce slot held until the job finishes (one without a TTL).
 local function releaseDebounce(base, jobKey)
   local deid = redis.call("HGET", jobKey, "deid")
