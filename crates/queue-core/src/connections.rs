@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use crate::blocking::BlockingPool;
-use crate::budget::{BudgetStats, ConnectionBudget, ConnectionPlan};
-use crate::command::CommandConnection;
-use crate::config::RedisConfig;
-use crate::connector::Connector;
+use crate::connection::blocking::BlockingPool;
+use crate::connection::budget::{BudgetStats, ConnectionBudget, ConnectionPlan};
+use crate::connection::command::CommandConnection;
+use crate::connection::config::RedisConfig;
+use crate::connection::connector::Connector;
+use crate::connection::subscriber::Subscriber;
 use crate::error::{Error, Result};
-use crate::subscriber::Subscriber;
 
 /// Builds [`Connections`]: declare what the process needs, and the budget check happens here,
 /// before anything is opened.

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::role::Role;
+use crate::connection::role::Role;
 
 /// A `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -21,14 +21,13 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::bull::job::JobState;
+use crate::bull::keys::{EventChannel as Kind, QueueKeys};
+use crate::connection::role::Role;
+use crate::connection::subscriber::{PubSubMessage, Subscriber, SubscriberEvent};
 use crate::connections::Connections;
 use crate::error::{Error, Result};
-use crate::job::JobState;
-use crate::keys::QueueKeys;
-use crate::keys::escape_glob;
 use crate::queue::Queue;
-use crate::role::Role;
-use crate::subscriber::{PubSubMessage, Subscriber, SubscriberEvent};
 
 /// How often [`wait_until_finished`] re-reads the job's state besides listening for its
 /// `completed`/`failed` message: the longest a lost message can delay it. Bull's
@@ -340,53 +339,6 @@ fn subscriber_of(connections: &Connections) -> Result<&Subscriber> {
     })
 }
 
-/// The channels of Bull's global events, one per kind of event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Waiting,
-    Active,
-    Stalled,
-    Progress,
-    Completed,
-    Failed,
-    Delayed,
-    Paused,
-    Resumed,
-    Drained,
-}
-
-impl Kind {
-    const ALL: [Kind; 10] = [
-        Kind::Waiting,
-        Kind::Active,
-        Kind::Stalled,
-        Kind::Progress,
-        Kind::Completed,
-        Kind::Failed,
-        Kind::Delayed,
-        Kind::Paused,
-        Kind::Resumed,
-        Kind::Drained,
-    ];
-
-    /// Bull's channel suffix for the kind, and whether the channel ends in `@<token>` and is
-    /// subscribed with a pattern, as Bull does (queue.js `_registerEvent`).
-    fn channel(self) -> (&'static str, bool) {
-        match self {
-            Kind::Waiting => ("waiting@", true),
-            Kind::Active => ("active@", true),
-            Kind::Stalled => ("stalled@", true),
-            Kind::Progress => ("progress", false),
-            Kind::Completed => ("completed", false),
-            Kind::Failed => ("failed", false),
-            Kind::Delayed => ("delayed", false),
-            Kind::Paused => ("paused", false),
-            Kind::Resumed => ("resumed", false),
-            Kind::Drained => ("drained", false),
-        }
-    }
-}
-
 enum Subscription {
     Channel(String),
     Pattern(String),
@@ -410,16 +362,14 @@ struct Routes {
 impl Routes {
     /// Records the channel or pattern of `kind` for the queue of `keys` and returns it.
     ///
-    /// The names come from `QueueKeys::key`, the `P:Q:<suffix>` builder: `keys.rs` has named
-    /// builders for only some of Bull's channels, and these suffixes are Bull's event names
-    /// (`toKey(eventName)` in queue.js). A pattern escapes the glob characters of the prefix and
-    /// queue name, so queue `a*` does not also match queue `ab`'s channels.
+    /// The names come from `QueueKeys::event_channel`/`event_pattern`. A pattern escapes the
+    /// glob characters of the prefix and queue name, so queue `a*` does not also match queue
+    /// `ab`'s channels.
     fn add(&mut self, keys: &QueueKeys, kind: Kind) -> Subscription {
         let queue = keys.name().to_owned();
-        let (suffix, tokenized) = kind.channel();
-        let channel = keys.key(suffix);
-        if tokenized {
-            let pattern = escape_glob(&channel) + "*";
+        let channel = keys.event_channel(kind);
+        if kind.tokenized() {
+            let pattern = keys.event_pattern(kind);
             self.patterns.insert(pattern.clone(), Route { queue, kind, channel_prefix: channel });
             Subscription::Pattern(pattern)
         } else {
@@ -524,6 +474,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::bull::keys::escape_glob;
 
     fn routes(prefix: &str, names: &[&str]) -> Routes {
         let mut routes = Routes::default();

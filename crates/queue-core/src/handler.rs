@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::bull::job::Job;
 use crate::error::Result;
-use crate::job::Job;
 use crate::queue::Queue;
 
 /// How an attempt ended.

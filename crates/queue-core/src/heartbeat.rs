@@ -9,16 +9,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::budget::BudgetStats;
+use crate::bull::keys::{heartbeat_key, heartbeat_pattern};
+use crate::clock::now_ms;
+use crate::connection::budget::BudgetStats;
 use crate::connections::Connections;
 use crate::error::{Error, Result};
-use crate::queue::now_ms;
 
 /// Default period between two heartbeats.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-
-/// The reserved middle part of heartbeat keys.
-pub const HEARTBEAT_NAMESPACE: &str = "__hb__";
 
 /// One process's heartbeat.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -60,17 +58,16 @@ impl HeartbeatRecord {
     }
 }
 
-fn key(prefix: &str, service: &str, instance: &str) -> String {
-    format!("{prefix}:{HEARTBEAT_NAMESPACE}:{service}:{instance}")
-}
-
 /// Writes one heartbeat now, on the command connection.
 pub async fn beat(connections: &Connections, queues: &[String], interval: Duration) -> Result<()> {
     let record = HeartbeatRecord::new(connections, queues, interval);
     let value = serde_json::to_string(&record).map_err(|source| Error::Json { what: "heartbeat", source })?;
     let ttl = (interval * 3).as_millis() as u64;
     let mut cmd = redis::cmd("SET");
-    cmd.arg(key(&connections.config().prefix, &record.service, &record.instance)).arg(value).arg("PX").arg(ttl);
+    cmd.arg(heartbeat_key(&connections.config().prefix, &record.service, &record.instance))
+        .arg(value)
+        .arg("PX")
+        .arg(ttl);
     connections.command().query::<()>(&cmd).await
 }
 
@@ -90,7 +87,7 @@ pub fn spawn(connections: Connections, queues: Vec<String>, interval: Duration) 
 
 /// Every live heartbeat under `prefix` (read with `SCAN`, never `KEYS`).
 pub async fn live(connections: &Connections, prefix: &str) -> Result<Vec<HeartbeatRecord>> {
-    let pattern = format!("{}:{HEARTBEAT_NAMESPACE}:*", crate::keys::escape_glob(prefix));
+    let pattern = heartbeat_pattern(prefix);
     let mut cursor = 0u64;
     let mut keys = Vec::new();
     loop {

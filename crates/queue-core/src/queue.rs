@@ -1,27 +1,23 @@
 //! A Bull queue, producer and operator side: add, read, pause, repair.
 
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::command::CommandConnection;
+use crate::bull::job::{DEFAULT_JOB_NAME, Job, JobState};
+use crate::bull::keys::{QueueKeys, validate_existing_job_id};
+use crate::bull::options::JobOptions;
+use crate::bull::repeat;
+use crate::bull::scripts::{self, check_code};
+use crate::clock::now_ms;
+use crate::connection::command::CommandConnection;
 use crate::connections::Connections;
 use crate::error::{Error, Result};
-use crate::job::{DEFAULT_JOB_NAME, Job, JobState};
-use crate::keys::{QueueKeys, validate_existing_job_id};
-use crate::options::JobOptions;
-use crate::repeat;
-use crate::scripts::{self, check_code};
 
 /// Jobs moved per script call by `retry_all_failed`, `obliterate`.
 pub const DEFAULT_BATCH: usize = 1000;
-
-/// Milliseconds since the Unix epoch, by this host's clock (Bull uses the producer's clock too).
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
 
 /// `getJobCounts()`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

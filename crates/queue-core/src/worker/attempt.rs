@@ -12,12 +12,12 @@ use tracing::Instrument;
 
 use super::fetch::{Fetched, Taken, parse_taken};
 use super::{ActiveEntry, QueueState, Shared};
+use crate::bull::job::Job;
+use crate::bull::options::KeepJobs;
+use crate::bull::scripts::{self, check_code};
+use crate::clock::now_ms;
 use crate::error::Error;
 use crate::handler::{ActiveJob, Outcome};
-use crate::job::Job;
-use crate::options::KeepJobs;
-use crate::queue::now_ms;
-use crate::scripts::{self, check_code};
 
 /// How often scheduling the next iteration of a repeatable job is tried before the job is left
 /// to stall recovery (running it without scheduling would end the repeatable for good).
@@ -395,14 +395,16 @@ mod tests {
     use tokio::sync::{Notify, Semaphore};
 
     use super::*;
+    use crate::bull::options::{Backoff, JobOptions};
     use crate::connections::Connections;
-    use crate::options::{Backoff, JobOptions};
     use crate::queue::Queue;
     use crate::worker::BackoffStrategy;
 
     fn state(strategies: HashMap<String, BackoffStrategy>) -> QueueState {
         let connections = Connections::builder(
-            crate::config::RedisConfig::new(crate::config::RedisUrl::parse("redis://127.0.0.1:1").unwrap()),
+            crate::connection::config::RedisConfig::new(
+                crate::connection::config::RedisUrl::parse("redis://127.0.0.1:1").unwrap(),
+            ),
             "t",
         )
         .build()

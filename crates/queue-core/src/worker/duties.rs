@@ -8,9 +8,9 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::{QueueState, Shared};
-use crate::queue::now_ms;
-use crate::scripts;
-use crate::subscriber::SubscriberEvent;
+use crate::bull::scripts;
+use crate::clock::now_ms;
+use crate::connection::subscriber::SubscriberEvent;
 
 /// Wakes fetchers and promoters on Bull's messages: `waiting@*` (zero-blocking mode), `resumed`,
 /// and `delayed` when it announces a job due earlier than the promoter's next run. After a
@@ -141,7 +141,7 @@ pub(super) async fn promote_delayed(shared: Arc<Shared>, q: Arc<QueueState>) {
             .await
         {
             Ok(Some(score)) => {
-                let due = score.parse::<f64>().map_or(now, crate::keys::due_from_score);
+                let due = score.parse::<f64>().map_or(now, crate::bull::keys::due_from_score);
                 q.next_due.store(due, Ordering::Release);
                 // Promotion takes due < now, so wake a millisecond after the due time.
                 Duration::from_millis(due.saturating_sub(now) + 1).min(guard)

@@ -7,10 +7,10 @@ use std::sync::atomic::Ordering;
 use redis::Value as RedisValue;
 
 use super::{QueueState, Shared, attempt};
+use crate::bull::job::Job;
+use crate::bull::scripts;
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
-use crate::job::Job;
-use crate::queue::now_ms;
-use crate::scripts;
 
 /// How often the activation of an id that a blocking pop already moved to `active` is retried
 /// before it is left to the stalled check.

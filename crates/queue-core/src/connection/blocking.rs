@@ -7,10 +7,10 @@ use std::time::Duration;
 use redis::FromRedisValue;
 use redis::aio::MultiplexedConnection;
 
-use crate::budget::Permit;
-use crate::connector::{Connector, closed_flag};
+use crate::connection::budget::Permit;
+use crate::connection::connector::{Connector, closed_flag};
+use crate::connection::role::Role;
 use crate::error::{Error, Result};
-use crate::role::Role;
 
 /// How much longer than the block time a blocking call may take before the watchdog decides the
 /// socket is dead (a blocking command re-sent after a reconnect may never return) and drops it.
@@ -178,7 +178,7 @@ impl BlockingPool {
         block: Duration,
         label: Option<&str>,
         interrupt: impl Future<Output = ()>,
-        command: &crate::command::CommandConnection,
+        command: &crate::connection::command::CommandConnection,
     ) -> Result<Option<String>> {
         let mut conn = self.checkout(label).await?;
         let counters = self.connector.budget().counters(Role::Blocking);

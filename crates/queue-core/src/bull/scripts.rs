@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use redis::{FromRedisValue, ToRedisArgs};
 
-use crate::command::CommandConnection;
+use crate::connection::command::CommandConnection;
 use crate::error::{Error, Result};
 
 /// One script: its source, embedded at build time, and its SHA1.
@@ -51,8 +51,8 @@ macro_rules! script {
     ($ident:ident, $file:literal, $keys:literal $(, includes [$($include:literal),*])?) => {
         pub(crate) static $ident: LazyLock<Script> = LazyLock::new(|| {
             Script::new($file, $keys, concat!(
-                $($(include_str!(concat!("../scripts/includes/", $include, ".lua")), "\n",)*)?
-                include_str!(concat!("../scripts/", $file, "-", $keys, ".lua"))
+                $($(include_str!(concat!("../../scripts/includes/", $include, ".lua")), "\n",)*)?
+                include_str!(concat!("../../scripts/", $file, "-", $keys, ".lua"))
             ))
         });
     };

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use crate::connection::role::Role;
 use crate::error::{Error, Result};
-use crate::role::Role;
 
 /// How many connections of each role a configuration needs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

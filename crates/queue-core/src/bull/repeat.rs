@@ -8,8 +8,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use md5::{Digest, Md5};
 use serde_json::Value;
 
+use crate::bull::options::{JobOptions, RepeatOptions};
 use crate::error::{Error, Result};
-use crate::options::{JobOptions, RepeatOptions};
 
 /// The first (or next) iteration of a repeatable job, ready to add.
 #[derive(Debug)]
@@ -166,7 +166,7 @@ pub(crate) fn next_iteration(name: &str, opts: &JobOptions, now: u64) -> Result<
 /// The first iteration for `Queue::add`: validated, and an error when there is none.
 pub(crate) fn first_iteration(name: &str, opts: JobOptions, now: u64) -> Result<Iteration> {
     if let Some(id) = &opts.job_id {
-        crate::keys::validate_job_id(id)?;
+        crate::bull::keys::validate_job_id(id)?;
     }
     // Validate the non-repeat options with the usual rules.
     let checked = opts.clone().normalize(now)?;

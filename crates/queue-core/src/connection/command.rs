@@ -8,10 +8,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{Cmd, FromRedisValue, Pipeline};
 use tokio::time::Instant;
 
-use crate::budget::Permit;
-use crate::connector::{Connector, closed_flag, reconnect_delay};
+use crate::connection::budget::Permit;
+use crate::connection::connector::{Connector, closed_flag, reconnect_delay};
+use crate::connection::role::Role;
 use crate::error::{Error, Result};
-use crate::role::Role;
 
 struct Live {
     generation: u64,

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value, json};
 
+use crate::bull::options::JobOptions;
 use crate::error::{Error, Result};
-use crate::options::JobOptions;
 
 /// Bull's default job name.
 pub const DEFAULT_JOB_NAME: &str = "__default__";

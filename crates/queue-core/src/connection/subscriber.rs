@@ -7,9 +7,9 @@ use redis::aio::MultiplexedConnection;
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::connector::{Connector, push_config, reconnect_delay};
+use crate::connection::connector::{Connector, push_config, reconnect_delay};
+use crate::connection::role::Role;
 use crate::error::{Error, Result};
-use crate::role::Role;
 
 /// How often an idle subscriber connection is PINGed, so a socket that stopped answering without
 /// a reset is noticed and replaced (a subscriber never writes otherwise).

@@ -7,10 +7,10 @@ use std::time::Duration;
 use redis::aio::{AsyncPushSender, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion};
 
-use crate::budget::{ConnectionBudget, Permit};
-use crate::config::RedisConfig;
+use crate::connection::budget::{ConnectionBudget, Permit};
+use crate::connection::config::RedisConfig;
+use crate::connection::role::Role;
 use crate::error::{Error, Result};
-use crate::role::Role;
 
 /// Reconnect backoff: first retry after this long.
 pub(crate) const RECONNECT_MIN: Duration = Duration::from_millis(50);

@@ -14,7 +14,6 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::keys::validate_prefix;
 
 /// Default `REDIS_URL`.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
@@ -151,6 +150,17 @@ fn parse_positive(var: &'static str, raw: &str) -> Result<u64> {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(Error::config(var, format!("must be a positive integer, got {raw:?}"))),
     }
+}
+
+/// Refuses a prefix that cannot form keys.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    if prefix.is_empty() {
+        return Err(Error::config("QUEUE_PREFIX", "must not be empty"));
+    }
+    if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Error::config("QUEUE_PREFIX", format!("{prefix:?} must not contain whitespace")));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

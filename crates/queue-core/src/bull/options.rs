@@ -4,8 +4,8 @@ use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::bull::keys::validate_job_id;
 use crate::error::{Error, Result};
-use crate::keys::validate_job_id;
 
 /// How long to wait before a failed attempt is retried.
 #[derive(Clone, Debug, PartialEq, Serialize)]

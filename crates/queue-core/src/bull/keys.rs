@@ -4,7 +4,22 @@
 //! job keys share the queue's namespace with its lists and sets, which is why job ids and queue
 //! names are validated here.
 
+use crate::connection::config::validate_prefix;
 use crate::error::{Error, Result};
+
+/// The reserved queue name under which processes write their heartbeats:
+/// `<prefix>:__hb__:<service>:<instance>`.
+pub const HEARTBEAT_NAMESPACE: &str = "__hb__";
+
+/// The key of one process's heartbeat.
+pub(crate) fn heartbeat_key(prefix: &str, service: &str, instance: &str) -> String {
+    format!("{prefix}:{HEARTBEAT_NAMESPACE}:{service}:{instance}")
+}
+
+/// The `SCAN MATCH` pattern of every heartbeat under `prefix`.
+pub(crate) fn heartbeat_pattern(prefix: &str) -> String {
+    format!("{}:{HEARTBEAT_NAMESPACE}:*", escape_glob(prefix))
+}
 
 /// Suffixes Bull uses for a queue's own keys and channels. A custom job id equal to one of them
 /// would overwrite a list or set of the queue.
@@ -33,17 +48,6 @@ pub const RESERVED_SUFFIXES: &[&str] = &[
     "metrics",
 ];
 
-/// Refuses a prefix that cannot form keys.
-pub fn validate_prefix(prefix: &str) -> Result<()> {
-    if prefix.is_empty() {
-        return Err(Error::config("QUEUE_PREFIX", "must not be empty"));
-    }
-    if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(Error::config("QUEUE_PREFIX", format!("{prefix:?} must not contain whitespace")));
-    }
-    Ok(())
-}
-
 /// Refuses queue names Bull would break on.
 pub fn validate_queue_name(name: &str) -> Result<()> {
     let refuse = |reason| Err(Error::InvalidQueueName { name: name.to_owned(), reason });
@@ -57,7 +61,7 @@ pub fn validate_queue_name(name: &str) -> Result<()> {
     if name.chars().any(|c| c.is_control()) {
         return refuse("must not contain control characters");
     }
-    if name == crate::heartbeat::HEARTBEAT_NAMESPACE {
+    if name == HEARTBEAT_NAMESPACE {
         return refuse("is reserved for heartbeats");
     }
     Ok(())
@@ -248,6 +252,14 @@ impl QueueKeys {
     pub fn progress_channel(&self) -> String {
         self.key("progress")
     }
+    /// The channel of a global event; for tokenized ones, the part before the token.
+    pub(crate) fn event_channel(&self, channel: EventChannel) -> String {
+        self.key(channel.suffix())
+    }
+    /// The pattern of a tokenized event's channels of this queue only.
+    pub(crate) fn event_pattern(&self, channel: EventChannel) -> String {
+        escape_glob(&self.event_channel(channel)) + "*"
+    }
 
     /// Name Bull's `getWorkers()` looks for: `P:` + base64(queue name).
     pub fn worker_name_prefix(&self) -> String {
@@ -267,6 +279,58 @@ pub fn delayed_score(due_ms: u64, n: u64) -> u64 {
 /// The due time a delayed score encodes.
 pub fn due_from_score(score: f64) -> u64 {
     (score / 4096.0).floor() as u64
+}
+
+/// The channels of Bull's global events: `P:Q:<suffix>`, or `P:Q:<suffix><token>` for the
+/// tokenized ones, which Bull subscribes to with a pattern (queue.js `_registerEvent`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum EventChannel {
+    Waiting,
+    Active,
+    Stalled,
+    Progress,
+    Completed,
+    Failed,
+    Delayed,
+    Paused,
+    Resumed,
+    Drained,
+}
+
+impl EventChannel {
+    pub(crate) const ALL: [EventChannel; 10] = [
+        EventChannel::Waiting,
+        EventChannel::Active,
+        EventChannel::Stalled,
+        EventChannel::Progress,
+        EventChannel::Completed,
+        EventChannel::Failed,
+        EventChannel::Delayed,
+        EventChannel::Paused,
+        EventChannel::Resumed,
+        EventChannel::Drained,
+    ];
+
+    /// Bull's event name, the channel's suffix (`toKey(eventName)` in queue.js).
+    fn suffix(self) -> &'static str {
+        match self {
+            EventChannel::Waiting => "waiting@",
+            EventChannel::Active => "active@",
+            EventChannel::Stalled => "stalled@",
+            EventChannel::Progress => "progress",
+            EventChannel::Completed => "completed",
+            EventChannel::Failed => "failed",
+            EventChannel::Delayed => "delayed",
+            EventChannel::Paused => "paused",
+            EventChannel::Resumed => "resumed",
+            EventChannel::Drained => "drained",
+        }
+    }
+
+    /// Whether the channel ends in `@<token>` and is subscribed to with a pattern.
+    pub(crate) fn tokenized(self) -> bool {
+        self.suffix().ends_with('@')
+    }
 }
 
 #[cfg(test)]
