@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use queue_core::tooling::Raw;
 use queue_core::{
     Connections, JobOptions, Outcome, Queue, QueueSpec, RedisConfig, RedisUrl, Worker, WorkerSettings, handler,
 };
@@ -43,7 +44,7 @@ struct Args {
 }
 
 async fn info(c: &Connections, section: &str) -> anyhow::Result<HashMap<String, String>> {
-    let text: String = c.command().query(redis::cmd("INFO").arg(section)).await?;
+    let text: String = Raw::new(c).query(&["INFO", section]).await?;
     Ok(text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.to_owned(), v.trim().to_owned())).collect())
 }
 
@@ -76,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut config = RedisConfig::new(RedisUrl::parse(&args.redis_url)?);
     config.prefix = format!("bench-{}", std::process::id());
-    config.max_connections = 3;
+    config.max_connections = Some(3);
     let blocking = usize::from(args.mode == "blocking");
     let connections = Connections::builder(config, "queue-bench").subscriber(true).blocking(blocking).build()?;
     let q = Queue::new(&connections, "bench")?;
@@ -112,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
             }
         })
     };
-    let _: () = connections.command().query(redis::cmd("CONFIG").arg("RESETSTAT")).await?;
+    let _: () = Raw::new(&connections).query(&["CONFIG", "RESETSTAT"]).await?;
     let (calls_before, cpu_before) = redis_cost(&connections).await?;
     let started = Instant::now();
     let worker =

@@ -125,6 +125,28 @@ pub enum Error {
     #[error("queue {0} has active jobs; obliterate needs force")]
     ActiveJobs(String),
 
+    /// The process closed its connections ([`Connections::close`](crate::Connections::close));
+    /// nothing is opened any more.
+    #[error("redis connections of this process are closed")]
+    Closed,
+
+    /// A job's data does not decode into the type its handler expects. Retrying cannot fix
+    /// that, so a worker fails the job for good with this message.
+    #[error("job {id}: data does not decode as {expected}: {source}")]
+    JobData {
+        /// The job id.
+        id: String,
+        /// The Rust type the data should have decoded into.
+        expected: &'static str,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+
+    /// A command that a tool asked to run on the command connection is refused there: it
+    /// would block the one shared connection or change its state for every other caller.
+    #[error("command {0} is refused on the shared command connection")]
+    RefusedCommand(String),
+
     /// A script returned something this crate does not understand.
     #[error("unexpected reply from script {script}: {detail}")]
     Protocol {

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::bull::job::Job;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::queue::Queue;
 
 /// How an attempt ended.
@@ -28,14 +29,15 @@ pub enum Outcome {
 
 impl Outcome {
     /// `Ok(v)` completes with `v` serialized; `Err(e)` is [`Outcome::Retry`] with `e`'s message
-    /// and its causes.
+    /// and its causes: formatted with `{:#}`, which an `anyhow::Error` prints as its whole chain
+    /// (`reading x: permission denied`).
     pub fn from_result<T: serde::Serialize, E: std::fmt::Display>(result: std::result::Result<T, E>) -> Self {
         match result {
             Ok(value) => match serde_json::to_value(value) {
                 Ok(value) => Outcome::Completed(value),
                 Err(e) => Outcome::Unrecoverable(format!("return value is not JSON-serialisable: {e}")),
             },
-            Err(e) => Outcome::Retry(e.to_string()),
+            Err(e) => Outcome::Retry(format!("{e:#}")),
         }
     }
 }
@@ -53,6 +55,26 @@ where
     Fut: Future<Output = Outcome> + Send + 'static,
 {
     Arc::new(move |job| Box::pin(f(job)))
+}
+
+/// Wraps an async closure that takes the job's data decoded as `T`. Data that does not decode
+/// (written by another producer, or by an older version) fails the job for good with serde's
+/// message, without calling `f`; the worker goes on with the next job.
+pub fn typed_handler<T, F, Fut>(f: F) -> Handler
+where
+    T: DeserializeOwned + Send + 'static,
+    F: Fn(ActiveJob, T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    Arc::new(move |job: ActiveJob| -> HandlerFuture {
+        match job.data_as::<T>() {
+            Ok(data) => Box::pin(f(job, data)),
+            Err(e) => {
+                tracing::warn!(error = %e, "failing a job whose data does not decode");
+                Box::pin(std::future::ready(Outcome::Unrecoverable(e.to_string())))
+            }
+        }
+    })
 }
 
 /// A job being processed, handed to the handler: its data plus progress and log calls.
@@ -92,6 +114,16 @@ impl ActiveJob {
     /// The job data.
     pub fn data(&self) -> &Value {
         &self.job.data
+    }
+
+    /// The job data decoded as `T`; [`Error::JobData`] (never worth a retry) when it does not
+    /// decode.
+    pub fn data_as<T: DeserializeOwned>(&self) -> Result<T> {
+        T::deserialize(&self.job.data).map_err(|source| Error::JobData {
+            id: self.job.id.clone(),
+            expected: std::any::type_name::<T>(),
+            source,
+        })
     }
 
     /// Which attempt this is, 1 on the first.

@@ -1,18 +1,24 @@
-//! Liveness records: each worker process says, every few seconds, who it is, which queues it
-//! serves and the connection budget it declares, in a key that expires if it stops.
+//! Liveness records: each process that holds Redis connections says, every few seconds, who it
+//! is, which queues it works on and the connection budget it declares, in a key that expires if
+//! it stops.
 //!
 //! Key: `<prefix>:__hb__:<service>:<instance>`, a JSON string with a TTL of three intervals.
-//! `queuectl doctor` reads them to list live workers and to compare each service's connections in
-//! `CLIENT LIST` with the budget it declared. The queue name `__hb__` is reserved for this.
+//! `queuectl doctor` and the ops pages read them to list live processes and to compare each
+//! service's connections in `CLIENT LIST` with the budget it declared. The queue name `__hb__` is
+//! reserved for this. [`Connections`](crate::Connections) writes its process's record; nothing
+//! else does.
 
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use crate::bull::keys::{heartbeat_key, heartbeat_pattern};
 use crate::clock::now_ms;
-use crate::connection::budget::BudgetStats;
-use crate::connections::Connections;
+use crate::connection::budget::{BudgetStats, ConnectionPlan};
+use crate::connection::command::CommandConnection;
 use crate::error::{Error, Result};
 
 /// Default period between two heartbeats.
@@ -26,12 +32,12 @@ pub struct HeartbeatRecord {
     pub service: String,
     /// Unique per process: host name and pid.
     pub instance: String,
-    /// Queues this process works on.
+    /// Queues this process works on (empty for a process that only produces or reads).
     pub queues: Vec<String>,
-    /// `REDIS_MAX_CONNECTIONS` of the process.
+    /// The process's hard budget (`REDIS_MAX_CONNECTIONS`, or its plan when unset).
     pub budget: usize,
-    /// Connections the process planned, by role: command, subscriber, blocking.
-    pub planned: [usize; 3],
+    /// Connections the process planned, by role.
+    pub planned: ConnectionPlan,
     /// Connections open at the time of the heartbeat.
     pub open: usize,
     /// When the heartbeat was written (ms).
@@ -40,45 +46,92 @@ pub struct HeartbeatRecord {
     pub interval_ms: u64,
 }
 
-impl HeartbeatRecord {
-    fn new(connections: &Connections, queues: &[String], interval: Duration) -> Self {
-        let stats: BudgetStats = connections.stats();
+/// What a process's heartbeat says, kept up to date by [`Connections`](crate::Connections).
+pub(crate) struct Heartbeat {
+    pub(crate) service: String,
+    pub(crate) instance: String,
+    pub(crate) prefix: String,
+    pub(crate) interval: Duration,
+    queues: Mutex<BTreeSet<String>>,
+    /// Wakes the heartbeat task to write at once (the queues changed).
+    changed: Notify,
+}
+
+impl Heartbeat {
+    pub(crate) fn new(service: &str, prefix: &str, interval: Duration) -> Self {
         let host =
             std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
-        HeartbeatRecord {
-            service: connections.service().to_owned(),
+        Heartbeat {
+            service: service.to_owned(),
             instance: format!("{host}-{}", std::process::id()),
-            queues: queues.to_vec(),
+            prefix: prefix.to_owned(),
+            interval,
+            queues: Mutex::new(BTreeSet::new()),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Adds queues to the record and has it written now.
+    pub(crate) fn add_queues<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
+        let mut queues = self.queues.lock().expect("heartbeat queues lock");
+        let before = queues.len();
+        queues.extend(names.into_iter().map(str::to_owned));
+        if queues.len() != before {
+            self.changed.notify_one();
+        }
+    }
+
+    fn record(&self, stats: &BudgetStats) -> HeartbeatRecord {
+        HeartbeatRecord {
+            service: self.service.clone(),
+            instance: self.instance.clone(),
+            queues: self.queues.lock().expect("heartbeat queues lock").iter().cloned().collect(),
             budget: stats.budget,
-            planned: [stats.command.planned, stats.subscriber.planned, stats.blocking.planned],
+            planned: ConnectionPlan {
+                command: stats.command.planned,
+                subscriber: stats.subscriber.planned,
+                blocking: stats.blocking.planned,
+            },
             open: stats.open,
             at_ms: now_ms(),
-            interval_ms: interval.as_millis() as u64,
+            interval_ms: self.interval.as_millis() as u64,
         }
+    }
+
+    fn key(&self) -> String {
+        heartbeat_key(&self.prefix, &self.service, &self.instance)
+    }
+
+    /// Writes the record now.
+    pub(crate) async fn beat(&self, command: &CommandConnection, stats: BudgetStats) -> Result<()> {
+        let value =
+            serde_json::to_string(&self.record(&stats)).map_err(|source| Error::Json { what: "heartbeat", source })?;
+        let ttl = (self.interval * 3).as_millis() as u64;
+        command.query::<()>(redis::cmd("SET").arg(self.key()).arg(value).arg("PX").arg(ttl)).await
+    }
+
+    /// Deletes the record (the process is closing), so it does not look alive for three more
+    /// intervals.
+    pub(crate) async fn remove(&self, command: &CommandConnection) -> Result<()> {
+        command.query::<()>(redis::cmd("DEL").arg(self.key())).await
     }
 }
 
-/// Writes one heartbeat now, on the command connection.
-pub async fn beat(connections: &Connections, queues: &[String], interval: Duration) -> Result<()> {
-    let record = HeartbeatRecord::new(connections, queues, interval);
-    let value = serde_json::to_string(&record).map_err(|source| Error::Json { what: "heartbeat", source })?;
-    let ttl = (interval * 3).as_millis() as u64;
-    let mut cmd = redis::cmd("SET");
-    cmd.arg(heartbeat_key(&connections.config().prefix, &record.service, &record.instance))
-        .arg(value)
-        .arg("PX")
-        .arg(ttl);
-    connections.command().query::<()>(&cmd).await
-}
-
-/// Writes a heartbeat every `interval` until the returned task is aborted.
-pub fn spawn(connections: Connections, queues: Vec<String>, interval: Duration) -> tokio::task::JoinHandle<()> {
+/// Writes the heartbeat every interval, and at once when the queues change, until aborted.
+pub(crate) fn spawn(
+    heartbeat: Arc<Heartbeat>,
+    command: CommandConnection,
+    stats: impl Fn() -> BudgetStats + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
+        let mut tick = tokio::time::interval(heartbeat.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            if let Err(e) = beat(&connections, &queues, interval).await {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = heartbeat.changed.notified() => {}
+            }
+            if let Err(e) = heartbeat.beat(&command, stats()).await {
                 tracing::warn!(error = %e, "heartbeat failed");
             }
         }
@@ -86,14 +139,14 @@ pub fn spawn(connections: Connections, queues: Vec<String>, interval: Duration) 
 }
 
 /// Every live heartbeat under `prefix` (read with `SCAN`, never `KEYS`).
-pub async fn live(connections: &Connections, prefix: &str) -> Result<Vec<HeartbeatRecord>> {
+pub(crate) async fn live(command: &CommandConnection, prefix: &str) -> Result<Vec<HeartbeatRecord>> {
     let pattern = heartbeat_pattern(prefix);
     let mut cursor = 0u64;
     let mut keys = Vec::new();
     loop {
         let mut cmd = redis::cmd("SCAN");
         cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500);
-        let (next, found): (u64, Vec<String>) = connections.command().query(&cmd).await?;
+        let (next, found): (u64, Vec<String>) = command.query(&cmd).await?;
         keys.extend(found);
         cursor = next;
         if cursor == 0 {
@@ -103,6 +156,6 @@ pub async fn live(connections: &Connections, prefix: &str) -> Result<Vec<Heartbe
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    let values: Vec<Option<String>> = connections.command().query(redis::cmd("MGET").arg(&keys)).await?;
+    let values: Vec<Option<String>> = command.query(redis::cmd("MGET").arg(&keys)).await?;
     Ok(values.into_iter().flatten().filter_map(|v| serde_json::from_str(&v).ok()).collect())
 }

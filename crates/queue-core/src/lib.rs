@@ -23,35 +23,31 @@ mod events;
 mod handler;
 mod heartbeat;
 mod queue;
+pub mod tooling;
 mod worker;
 
-pub use bull::job::{DEFAULT_JOB_NAME, Job, JobState};
-pub use bull::keys::{
-    DELAYED_TIEBREAK_MASK, HEARTBEAT_NAMESPACE, QueueKeys, RESERVED_SUFFIXES, delayed_score, due_from_score,
-    escape_glob, validate_existing_job_id, validate_job_id, validate_queue_name,
-};
-pub use bull::options::{Backoff, JobOptions, KeepJobs, RepeatOptions};
-pub use bull::repeat::{iteration_id, next_millis, repeat_key};
-pub use clock::now_ms;
-pub use connection::blocking::{BLOCK_MARGIN, BlockingPool};
-pub use connection::budget::{BudgetStats, ConnectionBudget, ConnectionPlan, RoleStats};
-pub use connection::command::CommandConnection;
-pub use connection::config::validate_prefix;
+// A process's connections: one per role, a hard budget, a heartbeat.
+pub use connection::budget::{BudgetStats, ConnectionPlan, RoleStats};
 pub use connection::config::{
-    DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_PREFIX, DEFAULT_REDIS_URL,
-    RedisConfig, RedisUrl,
+    DEFAULT_COMMAND_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_PREFIX, DEFAULT_REDIS_URL, RedisConfig, RedisUrl,
 };
 pub use connection::role::Role;
-pub use connection::subscriber::{PubSubMessage, Subscriber, SubscriberEvent};
 pub use connections::{Connections, ConnectionsBuilder};
-pub use error::{Error, Result};
-pub use events::{FINISHED_WATCHDOG, QueueEvent, QueueEvents, wait_until_finished};
-pub use handler::{ActiveJob, Handler, HandlerFuture, Outcome, handler};
-pub use heartbeat::{
-    DEFAULT_HEARTBEAT_INTERVAL, HeartbeatRecord, beat as heartbeat, live as live_heartbeats, spawn as spawn_heartbeat,
-};
-pub use queue::{DEFAULT_BATCH, JobCounts, JobLogs, NewJob, Queue};
+pub use heartbeat::{DEFAULT_HEARTBEAT_INTERVAL, HeartbeatRecord};
+
+// Jobs and queues, in Bull's shapes.
+pub use bull::job::{DEFAULT_JOB_NAME, Job, JobState};
+pub use bull::options::{Backoff, JobOptions, KeepJobs, RepeatOptions};
+pub use queue::{JobCounts, JobLogs, NewJob, Queue, QueueView};
+
+// Processing.
+pub use handler::{ActiveJob, Handler, HandlerFuture, Outcome, handler, typed_handler};
 pub use worker::{
     BackoffStrategy, DEFAULT_DRAIN_DELAY, DEFAULT_ERROR_BACKOFF, DEFAULT_GUARD_INTERVAL, DEFAULT_LOCK_DURATION,
     DEFAULT_MAX_STALLED_COUNT, DEFAULT_STALLED_INTERVAL, QueueSpec, RateLimit, Worker, WorkerSettings, WorkerStats,
 };
+
+// Bull's global events.
+pub use events::{FINISHED_WATCHDOG, QueueEvent, QueueEvents, wait_until_finished};
+
+pub use error::{Error, Result};

@@ -1,49 +1,27 @@
 //! A Bull queue, producer and operator side: add, read, pause, repair.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
 
 use crate::bull::job::{DEFAULT_JOB_NAME, Job, JobState};
-use crate::bull::keys::{QueueKeys, validate_existing_job_id};
+use crate::bull::keys::validate_existing_job_id;
 use crate::bull::options::JobOptions;
 use crate::bull::repeat;
 use crate::bull::scripts::{self, check_code};
+
 use crate::clock::now_ms;
 use crate::connection::command::CommandConnection;
 use crate::connections::Connections;
 use crate::error::{Error, Result};
 
+mod view;
+
+pub use view::{JobCounts, JobLogs, QueueView};
+
 /// Jobs moved per script call by `retry_all_failed`, `obliterate`.
 pub const DEFAULT_BATCH: usize = 1000;
-
-/// `getJobCounts()`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct JobCounts {
-    /// `LLEN wait`.
-    pub waiting: u64,
-    /// `LLEN active`.
-    pub active: u64,
-    /// `ZCARD completed`.
-    pub completed: u64,
-    /// `ZCARD failed`.
-    pub failed: u64,
-    /// `ZCARD delayed`.
-    pub delayed: u64,
-    /// `LLEN paused`.
-    pub paused: u64,
-}
-
-/// `getJobLogs()`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct JobLogs {
-    /// The lines in the requested range.
-    pub logs: Vec<String>,
-    /// All lines of the job.
-    pub count: u64,
-}
 
 /// One job for [`Queue::add_bulk`].
 #[derive(Clone, Debug)]
@@ -71,17 +49,25 @@ struct Prepared {
     repeat: Option<(String, u64, &'static str)>,
 }
 
-/// One queue on the process's command connection. Cheap to clone.
+/// A queue, producer side: adds jobs, and reads as its [`QueueView`] does (it derefs to one).
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct Queue {
-    keys: QueueKeys,
-    conn: CommandConnection,
+    view: QueueView,
     token: String,
+}
+
+impl std::ops::Deref for Queue {
+    type Target = QueueView;
+
+    fn deref(&self) -> &QueueView {
+        &self.view
+    }
 }
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("keys", &self.keys).field("token", &self.token).finish()
+        f.debug_struct("Queue").field("keys", &self.view.keys).field("token", &self.token).finish()
     }
 }
 
@@ -93,21 +79,7 @@ impl Queue {
 
     /// Queue `name` under an explicit prefix.
     pub fn with_prefix(connections: &Connections, prefix: &str, name: &str) -> Result<Self> {
-        Ok(Queue {
-            keys: QueueKeys::new(prefix, name)?,
-            conn: connections.command().clone(),
-            token: uuid::Uuid::new_v4().to_string(),
-        })
-    }
-
-    /// The queue's keys.
-    pub fn keys(&self) -> &QueueKeys {
-        &self.keys
-    }
-
-    /// The queue name.
-    pub fn name(&self) -> &str {
-        self.keys.name()
+        Ok(Queue { view: QueueView::with_prefix(connections, prefix, name)?, token: uuid::Uuid::new_v4().to_string() })
     }
 
     /// This instance's token (the `@token` of its events).
@@ -189,12 +161,6 @@ impl Queue {
         scripts::ADD_JOBS.run(&self.conn, &keys, args).await
     }
 
-    /// The job, or `None` when it does not exist.
-    pub async fn get_job(&self, id: &str) -> Result<Option<Job>> {
-        let hash: HashMap<String, String> = self.conn.query(redis::cmd("HGETALL").arg(self.keys.job(id))).await?;
-        Ok((!hash.is_empty()).then(|| Job::from_hash(id, &hash)))
-    }
-
     /// The job's state, read atomically; `None` when the job does not exist.
     pub async fn get_job_state(&self, id: &str) -> Result<Option<JobState>> {
         let state: String = scripts::GET_STATE.run(&self.conn, &[&self.keys.job(id)], (self.keys.base(), id)).await?;
@@ -204,83 +170,11 @@ impl Queue {
         }
     }
 
-    /// Counts per state, read atomically.
-    pub async fn get_job_counts(&self) -> Result<JobCounts> {
-        let k = &self.keys;
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .llen(k.wait())
-            .llen(k.active())
-            .zcard(k.completed())
-            .zcard(k.failed())
-            .zcard(k.delayed())
-            .llen(k.paused());
-        let (waiting, active, completed, failed, delayed, paused) = self.conn.query_pipeline(&pipe).await?;
-        Ok(JobCounts { waiting, active, completed, failed, delayed, paused })
-    }
-
-    /// Jobs in `states`, `start..=end` of each (negative counts from the end), in Bull's order:
-    /// with `asc`, next-to-run (lists) or oldest (sets) first. Entries whose hash is gone are
-    /// `None`, as in Bull.
-    pub async fn get_jobs(&self, states: &[JobState], start: i64, end: i64, asc: bool) -> Result<Vec<Option<Job>>> {
-        let mut ids: Vec<String> = Vec::new();
-        for state in states {
-            let Some(suffix) = state.key_suffix() else {
-                return Err(Error::InvalidOptions("stuck jobs are in no list; use get_job".into()));
-            };
-            let key = self.keys.key(suffix);
-            let mut cmd;
-            if state.is_list() {
-                if asc {
-                    cmd = redis::cmd("LRANGE");
-                    cmd.arg(&key).arg(-(end + 1)).arg(-(start + 1));
-                } else {
-                    cmd = redis::cmd("LRANGE");
-                    cmd.arg(&key).arg(start).arg(end);
-                }
-            } else {
-                cmd = redis::cmd(if asc { "ZRANGE" } else { "ZREVRANGE" });
-                cmd.arg(&key).arg(start).arg(end);
-            }
-            let mut found: Vec<String> = self.conn.query(&cmd).await?;
-            if state.is_list() && asc {
-                found.reverse();
-            }
-            ids.extend(found);
-        }
-        self.jobs_by_id(&ids).await
-    }
-
-    async fn jobs_by_id(&self, ids: &[String]) -> Result<Vec<Option<Job>>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.hgetall(self.keys.job(id));
-        }
-        let hashes: Vec<HashMap<String, String>> = self.conn.query_pipeline(&pipe).await?;
-        Ok(ids.iter().zip(hashes).map(|(id, hash)| (!hash.is_empty()).then(|| Job::from_hash(id, &hash))).collect())
-    }
-
     /// Appends a log line to a job; returns the number of lines.
     pub async fn add_log(&self, id: &str, line: &str) -> Result<u64> {
         validate_existing_job_id(id)?;
         let code: i64 = scripts::ADD_LOG.run(&self.conn, &[&self.keys.job(id)], (self.keys.logs(id), line)).await?;
         check_code(&scripts::ADD_LOG, code, id, self.name()).map(|n| n as u64)
-    }
-
-    /// A job's log lines `start..=end` (oldest first with `asc`), and how many there are.
-    pub async fn get_logs(&self, id: &str, start: i64, end: i64, asc: bool) -> Result<JobLogs> {
-        let key = self.keys.logs(id);
-        let (from, to) = if asc { (start, end) } else { (-(end + 1), -(start + 1)) };
-        let mut pipe = redis::pipe();
-        pipe.atomic().lrange(&key, from as isize, to as isize).llen(&key);
-        let (mut logs, count): (Vec<String>, u64) = self.conn.query_pipeline(&pipe).await?;
-        if !asc {
-            logs.reverse();
-        }
-        Ok(JobLogs { logs, count })
     }
 
     /// Sets a job's progress (any JSON) and publishes it on the `progress` channel.
@@ -313,14 +207,6 @@ impl Queue {
         let keys = [k.paused(), k.wait(), k.meta_paused(), k.resumed_channel(), k.meta()];
         let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         scripts::PAUSE.run::<i64>(&self.conn, &keys, "resumed").await.map(drop)
-    }
-
-    /// Whether the queue is globally paused (by Bull's key or BullMQ's meta field).
-    pub async fn is_paused(&self) -> Result<bool> {
-        let mut pipe = redis::pipe();
-        pipe.exists(self.keys.meta_paused()).hexists(self.keys.meta(), "paused");
-        let (legacy, meta): (bool, bool) = self.conn.query_pipeline(&pipe).await?;
-        Ok(legacy || meta)
     }
 
     /// Removes a job and its logs from every list and set. Refused while a worker holds its lock.

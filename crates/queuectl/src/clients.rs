@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
+use queue_core::tooling::Raw;
 use queue_core::{Connections, HeartbeatRecord, Role};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::cli::Global;
 use crate::output::{Colour, Printer};
 
 /// One line of `CLIENT LIST`.
@@ -101,9 +101,7 @@ pub(crate) fn usage(clients: &[Client], beats: &[HeartbeatRecord]) -> Vec<Servic
 }
 
 pub(crate) async fn client_list(c: &Connections) -> anyhow::Result<Vec<Client>> {
-    let mut pipe = redis::pipe();
-    pipe.cmd("CLIENT").arg("ID").cmd("CLIENT").arg("LIST");
-    let (own, text): (u64, String) = c.command().query_pipeline(&pipe).await?;
+    let (own, text): (u64, String) = Raw::new(c).query_many(&[&["CLIENT", "ID"], &["CLIENT", "LIST"]], false).await?;
     let mut clients = parse(&text);
     for client in &mut clients {
         client.is_self = client.id == own.to_string();
@@ -111,9 +109,9 @@ pub(crate) async fn client_list(c: &Connections) -> anyhow::Result<Vec<Client>> 
     Ok(clients)
 }
 
-pub(crate) async fn run(c: &Connections, g: &Global, p: &Printer) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(c: &Connections, p: &Printer) -> anyhow::Result<ExitCode> {
     let clients = client_list(c).await?;
-    let beats = queue_core::live_heartbeats(c, &g.prefix).await?;
+    let beats = c.live_heartbeats().await?;
     let usage = usage(&clients, &beats);
     let unnamed = clients.iter().filter(|c| c.name.is_empty()).count();
     if p.json {

@@ -104,7 +104,7 @@ pub(crate) async fn retry(c: &Connections, g: &Global, p: &Printer, args: RetryA
         return Ok(ExitCode::SUCCESS);
     }
     let total = q.get_job_counts().await?.failed;
-    let moved = q.retry_all_failed(queue_core::DEFAULT_BATCH, |n| p.progress("retrying", n, total)).await?;
+    let moved = q.retry_all_failed(queue_core::tooling::DEFAULT_BATCH, |n| p.progress("retrying", n, total)).await?;
     p.either(&json!({"retried": moved}), &format!("retried {moved} failed jobs"));
     Ok(ExitCode::SUCCESS)
 }
@@ -134,7 +134,7 @@ pub(crate) async fn clean(c: &Connections, g: &Global, p: &Printer, args: CleanA
     .min(limit as u64);
     let mut removed = Vec::new();
     loop {
-        let batch = (limit - removed.len()).min(queue_core::DEFAULT_BATCH);
+        let batch = (limit - removed.len()).min(queue_core::tooling::DEFAULT_BATCH);
         let ids = q.clean(Duration::from_millis(args.grace), state, batch).await?;
         let done = ids.len() < batch;
         removed.extend(ids);
@@ -180,7 +180,7 @@ pub(crate) async fn obliterate(
         anyhow::bail!("queue {name} has {active} active jobs; pass --include-active to delete them too");
     }
     let total = counts.waiting + counts.active + counts.completed + counts.failed + counts.delayed + counts.paused;
-    let batches = total.div_ceil(queue_core::DEFAULT_BATCH as u64).max(1);
+    let batches = total.div_ceil(queue_core::tooling::DEFAULT_BATCH as u64).max(1);
     q.obliterate(args.include_active, |n| p.progress("obliterating", (n as u64).min(batches), batches)).await?;
     p.either(&json!({"obliterated": args.queue}), &format!("obliterated {}", args.queue));
     Ok(ExitCode::SUCCESS)

@@ -61,7 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Obliterate(args) => commands::obliterate(&connect(g, Plan::Command)?, g, &printer, args).await,
         Command::Promote(args) => commands::promote(&connect(g, Plan::Command)?, g, &printer, args).await,
         Command::Events(args) => events::run(&connect(g, Plan::Subscriber)?, g, args).await,
-        Command::Connections => clients::run(&connect(g, Plan::Command)?, g, &printer).await,
+        Command::Connections => clients::run(&connect(g, Plan::Command)?, &printer).await,
         Command::Work(args) => work::run(&connect(g, Plan::Worker)?, g, &printer, args).await,
         Command::Doctor(args) => doctor::run(&connect(g, Plan::Command)?, g, &printer, args).await,
     }
@@ -76,7 +76,8 @@ enum Plan {
 }
 
 /// Builds the connections for `plan` from the flags and the usual variables. The budget is
-/// `REDIS_MAX_CONNECTIONS` when set (and then must fit the plan), else exactly the plan.
+/// `REDIS_MAX_CONNECTIONS` when set (and then must fit the plan), else exactly the plan
+/// (queue-core's default).
 fn connect(g: &cli::Global, plan: Plan) -> anyhow::Result<Connections> {
     let mut config = RedisConfig::from_lookup(|name| match name {
         "REDIS_URL" => Some(g.redis_url.clone()),
@@ -84,16 +85,12 @@ fn connect(g: &cli::Global, plan: Plan) -> anyhow::Result<Connections> {
         other => std::env::var(other).ok(),
     })?;
     config.url = RedisUrl::parse(&g.redis_url)?;
-    let builder = |config: RedisConfig| {
-        let builder = Connections::builder(config, "queuectl");
-        match plan {
-            Plan::Command => builder,
-            Plan::Subscriber => builder.subscriber(true),
-            Plan::Worker => builder.subscriber(true).blocking(1),
-        }
+    let builder = Connections::builder(config, "queuectl");
+    let builder = match plan {
+        // A one-shot command is gone before a heartbeat would tell anyone anything.
+        Plan::Command => builder.heartbeat(None),
+        Plan::Subscriber => builder.subscriber(true),
+        Plan::Worker => builder.subscriber(true).blocking(1),
     };
-    if std::env::var_os("REDIS_MAX_CONNECTIONS").is_none() {
-        config.max_connections = builder(config.clone()).plan().total();
-    }
-    Ok(builder(config).build()?)
+    Ok(builder.build()?)
 }

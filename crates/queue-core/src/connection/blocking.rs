@@ -67,7 +67,7 @@ impl bb8::ManageConnection for Manager {
     }
 
     fn has_broken(&self, conn: &mut BlockingConn) -> bool {
-        conn.broken || conn.closed.load(Ordering::Acquire)
+        conn.broken || conn.closed.load(Ordering::Acquire) || self.connector.is_closed()
     }
 }
 
@@ -132,8 +132,22 @@ impl BlockingPool {
         }
     }
 
+    /// Drops the idle connections now; those lent out are dropped when returned (the closed
+    /// connector marks them broken).
+    pub(crate) async fn close(&self) {
+        while self.pool.state().idle_connections > 0 {
+            match tokio::time::timeout(std::time::Duration::from_millis(100), self.pool.get()).await {
+                Ok(Ok(mut conn)) => conn.broken = true,
+                _ => break,
+            }
+        }
+    }
+
     /// A connection from the pool, renamed `<label>:<its name>` when a label is given.
     async fn checkout(&self, label: Option<&str>) -> Result<bb8::PooledConnection<'_, Manager>> {
+        if self.connector.is_closed() {
+            return Err(Error::Closed);
+        }
         let counters = self.connector.budget().counters(Role::Blocking);
         let state = self.pool.state();
         if state.idle_connections == 0 && state.connections as usize >= self.connector.budget().stats().blocking.planned

@@ -11,7 +11,7 @@ use crate::connection::role::Role;
 use crate::error::{Error, Result};
 
 /// How many connections of each role a configuration needs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConnectionPlan {
     /// 1 when anything talks to Redis at all.
     pub command: usize,
@@ -47,7 +47,7 @@ impl ConnectionPlan {
 }
 
 /// Counters for one role, as served by `/metrics` and `queuectl connections`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct RoleStats {
     /// Connections of this role the plan allows.
@@ -68,7 +68,7 @@ pub struct RoleStats {
 }
 
 /// Statistics of a whole process: the budget and each role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct BudgetStats {
     /// `REDIS_MAX_CONNECTIONS`.
@@ -128,22 +128,17 @@ struct Inner {
 
 /// The hard budget: at most `budget` permits exist at once, and each open connection owns one.
 #[derive(Clone, Debug)]
-pub struct ConnectionBudget {
+pub(crate) struct ConnectionBudget {
     inner: Arc<Inner>,
 }
 
 impl ConnectionBudget {
     /// A budget for `plan`, refused when the plan needs more than `budget` connections.
-    pub fn new(budget: usize, plan: ConnectionPlan) -> Result<Self> {
+    pub(crate) fn new(budget: usize, plan: ConnectionPlan) -> Result<Self> {
         plan.check(budget)?;
         Ok(ConnectionBudget {
             inner: Arc::new(Inner { budget, plan, open: AtomicUsize::new(0), roles: Default::default() }),
         })
-    }
-
-    /// The configured limit.
-    pub fn limit(&self) -> usize {
-        self.inner.budget
     }
 
     /// Takes a permit for one connection of `role`, or fails without waiting. A role may not
@@ -175,7 +170,7 @@ impl ConnectionBudget {
     }
 
     /// A snapshot of every counter.
-    pub fn stats(&self) -> BudgetStats {
+    pub(crate) fn stats(&self) -> BudgetStats {
         let role = |role: Role| {
             let c = &self.inner.roles[role.index()];
             let opened = c.opened.load(Ordering::Relaxed);

@@ -116,6 +116,11 @@ impl CommandConnection {
         }
     }
 
+    /// Drops the socket now; with the connector closed, no call opens another.
+    pub(crate) fn close(&self) {
+        self.inner.live.lock().expect("command connection lock").take();
+    }
+
     /// Forgets the connection of `generation` so the next call reconnects; releases its permit.
     fn drop_connection(&self, generation: u64) {
         let mut live = self.inner.live.lock().expect("command connection lock");

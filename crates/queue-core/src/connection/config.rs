@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `REDIS_URL` | `redis://127.0.0.1:6379` | `redis://` or `rediss://` (TLS), optional `user:password@`, optional `/db` |
 //! | `QUEUE_PREFIX` | `bull` | Bull key prefix; may be a Redis Cluster hash tag such as `{bull}` |
-//! | `REDIS_MAX_CONNECTIONS` | [`DEFAULT_MAX_CONNECTIONS`] | hard budget of Redis connections for this process |
+//! | `REDIS_MAX_CONNECTIONS` | the process's plan | hard budget of Redis connections for this process; when set, a plan that needs more fails at start-up |
 //! | `REDIS_CONNECT_TIMEOUT_MS` | [`DEFAULT_CONNECT_TIMEOUT`] | TCP + TLS + handshake limit for one connection attempt |
 //! | `REDIS_COMMAND_TIMEOUT_MS` | [`DEFAULT_COMMAND_TIMEOUT`] | limit for one non-blocking command or script |
 //!
@@ -19,8 +19,6 @@ use crate::error::{Error, Result};
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// Default `QUEUE_PREFIX`, Bull's own.
 pub const DEFAULT_PREFIX: &str = "bull";
-/// Default `REDIS_MAX_CONNECTIONS`: a command connection, a subscriber and two blocking ones.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 4;
 /// Default `REDIS_CONNECT_TIMEOUT_MS`.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_millis(3_000);
 /// Default `REDIS_COMMAND_TIMEOUT_MS`.
@@ -96,8 +94,9 @@ pub struct RedisConfig {
     pub url: RedisUrl,
     /// Bull key prefix.
     pub prefix: String,
-    /// Hard budget of open Redis connections for this process.
-    pub max_connections: usize,
+    /// Hard budget of open Redis connections for this process; `None` (the default) makes the
+    /// budget exactly what the process plans.
+    pub max_connections: Option<usize>,
     /// Limit for one connection attempt.
     pub connect_timeout: Duration,
     /// Limit for one non-blocking command.
@@ -110,7 +109,7 @@ impl RedisConfig {
         RedisConfig {
             url,
             prefix: DEFAULT_PREFIX.to_owned(),
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
         }
@@ -133,7 +132,7 @@ impl RedisConfig {
             config.prefix = prefix;
         }
         if let Some(raw) = lookup("REDIS_MAX_CONNECTIONS") {
-            config.max_connections = parse_positive("REDIS_MAX_CONNECTIONS", &raw)? as usize;
+            config.max_connections = Some(parse_positive("REDIS_MAX_CONNECTIONS", &raw)? as usize);
         }
         if let Some(raw) = lookup("REDIS_CONNECT_TIMEOUT_MS") {
             config.connect_timeout = Duration::from_millis(parse_positive("REDIS_CONNECT_TIMEOUT_MS", &raw)?);
@@ -176,7 +175,7 @@ mod tests {
         let config = RedisConfig::from_lookup(lookup(&[])).unwrap();
         assert_eq!(config.url.expose(), DEFAULT_REDIS_URL);
         assert_eq!(config.prefix, "bull");
-        assert_eq!(config.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(config.max_connections, None);
         assert_eq!(config.command_timeout, DEFAULT_COMMAND_TIMEOUT);
     }
 

@@ -41,6 +41,9 @@ pub(crate) struct Connector {
     pub(crate) config: RedisConfig,
     sequence: [AtomicU64; 3],
     naming_refused: std::sync::atomic::AtomicBool,
+    /// Set by `Connections::close`: nothing is opened any more, and pooled connections are
+    /// dropped when returned.
+    closed: std::sync::atomic::AtomicBool,
     /// The runtime of the first connect. Later connects run there too, so a connection's driver
     /// task never lands on a runtime that is busy with CPU-bound handlers or shuts down first.
     home: std::sync::OnceLock<tokio::runtime::Handle>,
@@ -65,8 +68,18 @@ impl Connector {
             config,
             sequence: Default::default(),
             naming_refused: Default::default(),
+            closed: Default::default(),
             home: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Refuses every later `open`.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     pub(crate) fn budget(&self) -> &ConnectionBudget {
@@ -99,6 +112,9 @@ impl Connector {
         response_timeout: Option<Duration>,
         push: Box<dyn FnOnce(AsyncConnectionConfig) -> AsyncConnectionConfig + Send>,
     ) -> Result<Opened> {
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
         let permit = self.budget.try_acquire(role)?;
         let timeout = self.config.connect_timeout;
         let mut cfg =

@@ -47,7 +47,13 @@ struct Subscriptions {
 }
 
 enum Control {
-    Subscribe { name: String, pattern: bool, done: oneshot::Sender<Result<()>> },
+    Subscribe {
+        name: String,
+        pattern: bool,
+        done: oneshot::Sender<Result<()>>,
+    },
+    /// Ends the supervisor and drops its connection.
+    Close,
 }
 
 /// The [`Role::Subscriber`] connection. Cheap to clone.
@@ -86,7 +92,17 @@ impl Subscriber {
         self.add(pattern, true).await
     }
 
+    /// Ends the supervising task, which drops the connection (and its permit).
+    pub(crate) fn close(&self) {
+        if let Some(control) = self.inner.control.get() {
+            let _ = control.send(Control::Close);
+        }
+    }
+
     async fn add(&self, name: &str, pattern: bool) -> Result<()> {
+        if self.inner.connector.is_closed() {
+            return Err(Error::Closed);
+        }
         {
             let mut subs = self.inner.subscriptions.lock().expect("subscriptions lock");
             let set = if pattern { &mut subs.patterns } else { &mut subs.channels };
@@ -162,7 +178,7 @@ async fn supervise(
                     tokio::select! {
                         _ = &mut sleep => break,
                         ctl = control.recv() => match ctl {
-                            None => return,
+                            None | Some(Control::Close) => return,
                             Some(Control::Subscribe { done, .. }) => pending.push(done),
                         },
                     }
@@ -204,7 +220,7 @@ async fn supervise(
                     },
                 },
                 ctl = control.recv() => match ctl {
-                    None => return,
+                    None | Some(Control::Close) => return,
                     Some(Control::Subscribe { name, pattern, done }) => {
                         let result = apply(conn.0.clone(), &name, pattern, connector.config.command_timeout).await;
                         let broken = result.as_ref().is_err_and(|e| e.is_connection_error());

@@ -66,8 +66,6 @@ pub struct WorkerSettings {
     pub error_backoff: Duration,
     /// Threads of the handler runtime; default: the number of CPUs.
     pub handler_threads: usize,
-    /// Period of the worker's heartbeat (see `heartbeat.rs`).
-    pub heartbeat_interval: Duration,
 }
 
 impl Default for WorkerSettings {
@@ -81,7 +79,6 @@ impl Default for WorkerSettings {
             drain_delay: DEFAULT_DRAIN_DELAY,
             error_backoff: DEFAULT_ERROR_BACKOFF,
             handler_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            heartbeat_interval: crate::heartbeat::DEFAULT_HEARTBEAT_INTERVAL,
         }
     }
 }
@@ -389,11 +386,7 @@ impl Worker {
             duties.push(tokio::spawn(duties::listen(events, queues.clone())));
         }
         duties.push(tokio::spawn(duties::renew_locks(shared.clone(), queues.clone())));
-        duties.push(crate::heartbeat::spawn(
-            connections.clone(),
-            queues.iter().map(|q| q.queue.name().to_owned()).collect(),
-            shared.settings.heartbeat_interval,
-        ));
+        connections.announce_queues(queues.iter().map(|q| q.queue.name()));
         if !shared.settings.stalled_interval.is_zero() {
             duties.push(tokio::spawn(duties::check_stalled(shared.clone(), queues.clone())));
         }

@@ -1,10 +1,13 @@
 //! Connection roles, the hard budget, reconnects and timeouts.
 
+use queue_core::tooling;
+use queue_core::tooling::keys_of;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use queue_core::{Connections, Error, JobOptions, Queue, SubscriberEvent};
+use queue_core::tooling::SubscriberEvent;
+use queue_core::{Connections, Error, JobOptions, Queue};
 use redis::AsyncCommands;
 use serde_json::json;
 use test_support::RedisServer;
@@ -27,8 +30,8 @@ async fn a_busy_process_never_shows_more_connections_than_its_budget() {
     let service = test_support::unique("budget");
     let connections = Connections::builder(config(&url, 4), &service).subscriber(true).blocking(2).build().unwrap();
     let q = Queue::new(&connections, "files").unwrap();
-    let subscriber = connections.subscriber().unwrap().clone();
-    subscriber.psubscribe(&q.keys().waiting_pattern()).await.unwrap();
+    let subscriber = tooling::subscriber(&connections).unwrap().clone();
+    subscriber.psubscribe(&keys_of(&q).waiting_pattern()).await.unwrap();
 
     // An observer outside the budget samples CLIENT LIST while the process is busy.
     let max_seen = Arc::new(AtomicUsize::new(0));
@@ -47,8 +50,8 @@ async fn a_busy_process_never_shows_more_connections_than_its_budget() {
     // Blocking pops on both blocking connections, and a third that has to wait for one.
     let mut poppers = Vec::new();
     for _ in 0..3 {
-        let blocking = connections.blocking().unwrap().clone();
-        let (src, dst) = (q.keys().key("side"), q.keys().key("side-done"));
+        let blocking = tooling::blocking(&connections).unwrap().clone();
+        let (src, dst) = (keys_of(&q).key("side"), keys_of(&q).key("side-done"));
         poppers.push(tokio::spawn(async move { blocking.blmove(&src, &dst, Duration::from_secs(2)).await }));
     }
     let mut tasks = Vec::new();
@@ -71,7 +74,7 @@ async fn a_busy_process_never_shows_more_connections_than_its_budget() {
     }
     let mut r = raw(&url).await;
     for _ in 0..3 {
-        let _: () = r.lpush(q.keys().key("side"), "x").await.unwrap();
+        let _: () = r.lpush(keys_of(&q).key("side"), "x").await.unwrap();
     }
     for popper in poppers {
         assert_eq!(popper.await.unwrap().unwrap().as_deref(), Some("x"));
@@ -101,16 +104,20 @@ async fn every_role_survives_client_kill() {
     let service = test_support::unique("kill");
     let connections = Connections::builder(config(&url, 3), &service).subscriber(true).blocking(1).build().unwrap();
     let q = Queue::new(&connections, "q").unwrap();
-    let subscriber = connections.subscriber().unwrap();
+    let subscriber = tooling::subscriber(&connections).unwrap();
     let mut events = subscriber.events();
-    let channel = q.keys().key("hint");
+    let channel = keys_of(&q).key("hint");
     subscriber.subscribe(&channel).await.unwrap();
     q.add("a", json!({}), JobOptions::default()).await.unwrap();
-    let blocking = connections.blocking().unwrap();
+    let blocking = tooling::blocking(&connections).unwrap();
     let mut r = raw(&url).await;
-    let _: () = r.lpush(q.keys().key("src"), "one").await.unwrap();
+    let _: () = r.lpush(keys_of(&q).key("src"), "one").await.unwrap();
     assert_eq!(
-        blocking.blmove(&q.keys().key("src"), &q.keys().key("dst"), Duration::from_secs(1)).await.unwrap().as_deref(),
+        blocking
+            .blmove(&keys_of(&q).key("src"), &keys_of(&q).key("dst"), Duration::from_secs(1))
+            .await
+            .unwrap()
+            .as_deref(),
         Some("one")
     );
 
@@ -123,9 +130,13 @@ async fn every_role_survives_client_kill() {
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     q.add("b", json!({}), JobOptions::default()).await.expect("the next command reconnects and succeeds");
-    let _: () = r.lpush(q.keys().key("src"), "two").await.unwrap();
+    let _: () = r.lpush(keys_of(&q).key("src"), "two").await.unwrap();
     assert_eq!(
-        blocking.blmove(&q.keys().key("src"), &q.keys().key("dst"), Duration::from_secs(1)).await.unwrap().as_deref(),
+        blocking
+            .blmove(&keys_of(&q).key("src"), &keys_of(&q).key("dst"), Duration::from_secs(1))
+            .await
+            .unwrap()
+            .as_deref(),
         Some("two"),
         "the next blocking call reconnects and succeeds"
     );
@@ -155,7 +166,7 @@ async fn blocking_calls_outlive_the_drivers_default_response_timeout() {
     let connections =
         Connections::builder(config(&url, 2), &test_support::unique("block")).blocking(1).build().unwrap();
     let q = Queue::new(&connections, "q").unwrap();
-    let (src, dst) = (q.keys().key("src"), q.keys().key("dst"));
+    let (src, dst) = (keys_of(&q).key("src"), keys_of(&q).key("dst"));
     let pusher = {
         let (url, src) = (url.clone(), src.clone());
         tokio::spawn(async move {
@@ -164,11 +175,14 @@ async fn blocking_calls_outlive_the_drivers_default_response_timeout() {
             let _: () = r.lpush(&src, "late").await.unwrap();
         })
     };
-    let got = connections.blocking().unwrap().blmove(&src, &dst, Duration::from_secs(5)).await.unwrap();
+    let got = tooling::blocking(&connections).unwrap().blmove(&src, &dst, Duration::from_secs(5)).await.unwrap();
     pusher.await.unwrap();
     assert_eq!(got.as_deref(), Some("late"));
     // And an empty pop returns None at its block time instead of an error.
-    assert_eq!(connections.blocking().unwrap().blmove(&src, &dst, Duration::from_millis(100)).await.unwrap(), None);
+    assert_eq!(
+        tooling::blocking(&connections).unwrap().blmove(&src, &dst, Duration::from_millis(100)).await.unwrap(),
+        None
+    );
 }
 
 async fn timed_add(q: &Queue) -> (Duration, queue_core::Result<String>) {
@@ -279,7 +293,7 @@ async fn rediss_urls_speak_tls() {
     q.add("a", json!({}), JobOptions::default()).await.unwrap();
     // The job is really there, read over the plain port.
     let mut r = raw(&server.url()).await;
-    let waiting: u64 = r.llen(q.keys().wait()).await.unwrap();
+    let waiting: u64 = r.llen(keys_of(&q).wait()).await.unwrap();
     assert_eq!(waiting, 1);
     // And the plain port refuses to serve a TLS client's bytes: TLS was really spoken.
     let mut plain_cfg = config(&format!("rediss://127.0.0.1:{}/#insecure", server.port()), 1);

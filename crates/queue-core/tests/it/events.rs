@@ -1,9 +1,11 @@
 //! `QueueEvents` and `wait_until_finished` against real Redis: events published by our own
 //! scripts, by the real Node `bull@4.16.5` worker, and by hand.
 
+use queue_core::tooling::keys_of;
 use std::time::Duration;
 
-use queue_core::{Connections, Error, JobOptions, Queue, QueueEvent, QueueEvents, Role, now_ms, wait_until_finished};
+use queue_core::tooling::now_ms;
+use queue_core::{Connections, Error, JobOptions, Queue, QueueEvent, QueueEvents, Role, wait_until_finished};
 use serde_json::{Value, json};
 use test_support::NodePeer;
 
@@ -130,7 +132,7 @@ async fn hand_built_payloads_of_other_publishers_are_understood() {
     let q = Queue::new(&connections, "hand").unwrap();
     let mut events = QueueEvents::new(&connections, &[&q]).await.unwrap();
     let mut conn = raw(&test_support::redis_url()).await;
-    let k = q.keys();
+    let k = keys_of(&q);
     for (channel, payload) in [
         // The stall check's failure, hand-built JSON with a space after the comma.
         (k.key("failed"), r#"{"jobId":"4", "val": "job stalled more than maxStalledCount"}"#),
@@ -233,7 +235,7 @@ async fn wait_until_finished_resolves_without_a_message_through_its_watchdog() {
 
     // Let the waiter subscribe and make its first read, which finds the job waiting.
     let mut conn = raw(&test_support::redis_url()).await;
-    let k = q.keys();
+    let k = keys_of(&q);
     loop {
         let (_, subscribers): (String, u64) =
             redis::cmd("PUBSUB").arg("NUMSUB").arg(k.key("completed")).query_async(&mut conn).await.unwrap();

@@ -2,6 +2,7 @@
 //! in both directions: jobs we add are run by a Node Bull worker, jobs Node adds are read back
 //! by our getters, and operations on one side are seen by the other.
 
+use queue_core::tooling::keys_of;
 use queue_core::{Backoff, Connections, JobOptions, JobState, KeepJobs, Queue, RepeatOptions};
 use serde_json::{Value, json};
 use test_support::NodePeer;
@@ -137,13 +138,14 @@ async fn jobs_node_adds_read_back_field_for_field() {
     // Node's repeatable keys and iteration ids are the ones we compute.
     let tick = p.queue.get_job(&ids[5]).await.unwrap().unwrap();
     let repeat = tick.opts.repeat.clone().unwrap();
-    let key = queue_core::repeat_key("tick", &RepeatOptions { every: Some(60000), ..Default::default() }).unwrap();
+    let key =
+        queue_core::tooling::repeat_key("tick", &RepeatOptions { every: Some(60000), ..Default::default() }).unwrap();
     assert_eq!(repeat.key.as_deref(), Some(key.as_str()));
     let cron = p.queue.get_job(&ids[6]).await.unwrap().unwrap();
     assert_eq!(cron.opts.repeat.unwrap().key.as_deref(), Some("cronjob:myrep::Europe/Madrid:*/5 * * * *"));
     assert_eq!(
         ids[6],
-        queue_core::iteration_id(
+        queue_core::tooling::iteration_id(
             "cronjob",
             &RepeatOptions { job_id: Some("myrep".into()), ..Default::default() },
             "cronjob:myrep::Europe/Madrid:*/5 * * * *",
@@ -225,7 +227,7 @@ async fn pause_resume_promote_retry_clean_and_obliterate_are_seen_across() {
     // Obliterate: Node refuses with an active job unless forced, and ours empties what Node sees.
     let left = q.add("left", json!({}), JobOptions::default()).await.unwrap();
     let mut r = crate::support::raw(&test_support::redis_url()).await;
-    let _: () = redis::AsyncCommands::rpoplpush(&mut r, q.keys().wait(), q.keys().active()).await.unwrap();
+    let _: () = redis::AsyncCommands::rpoplpush(&mut r, keys_of(q).wait(), keys_of(q).active()).await.unwrap();
     assert!(p.node("obliterate", json!({}))["error"].is_string());
     q.obliterate(true, |_| {}).await.unwrap();
     assert_eq!(

@@ -1,10 +1,11 @@
 //! The producer and operator side against the shared Redis, checked key by key.
 
+use queue_core::tooling;
+use queue_core::tooling::keys_of;
 use std::time::Duration;
 
-use queue_core::{
-    Backoff, Error, JobOptions, JobState, KeepJobs, NewJob, RepeatOptions, SubscriberEvent, delayed_score, now_ms,
-};
+use queue_core::tooling::{SubscriberEvent, delayed_score, now_ms};
+use queue_core::{Backoff, Error, JobOptions, JobState, KeepJobs, NewJob, RepeatOptions};
 use redis::AsyncCommands;
 use serde_json::json;
 
@@ -17,7 +18,7 @@ async fn add_writes_exactly_bulls_fields_and_pushes_to_wait() {
     let before = now_ms();
     let id = q.add("", json!({"i": 1, "path": "/data/file1.mp4"}), JobOptions::default()).await.unwrap();
     assert_eq!(id, "1");
-    let h = hash(&mut r, &q.keys().job("1")).await;
+    let h = hash(&mut r, &keys_of(&q).job("1")).await;
     let mut fields: Vec<_> = h.keys().cloned().collect();
     fields.sort();
     assert_eq!(fields, ["data", "delay", "name", "opts", "priority", "timestamp"]);
@@ -32,7 +33,7 @@ async fn add_writes_exactly_bulls_fields_and_pushes_to_wait() {
     assert_eq!(opts, json!({"attempts": 1, "delay": 0, "timestamp": ts}));
     assert_eq!((h["delay"].as_str(), h["priority"].as_str()), ("0", "0"));
     assert_eq!(h["timestamp"], ts.to_string());
-    let wait: Vec<String> = r.lrange(q.keys().wait(), 0, -1).await.unwrap();
+    let wait: Vec<String> = r.lrange(keys_of(&q).wait(), 0, -1).await.unwrap();
     assert_eq!(wait, ["1"]);
     let job = q.get_job("1").await.unwrap().unwrap();
     assert_eq!(job.to_json()["data"]["path"], "/data/file1.mp4");
@@ -49,7 +50,7 @@ async fn a_duplicate_custom_id_returns_the_existing_job_unchanged() {
     let second = q.add("n", json!({"v": 2}), JobOptions::default().job_id("order-17")).await.unwrap();
     assert_eq!((first.as_str(), second.as_str()), ("order-17", "order-17"));
     assert_eq!(q.get_job("order-17").await.unwrap().unwrap().data, json!({"v": 1}));
-    let counter: u64 = r.get(q.keys().id()).await.unwrap();
+    let counter: u64 = r.get(keys_of(&q).id()).await.unwrap();
     assert_eq!(counter, 2, "every add increments the id counter, as in Bull");
     assert_eq!(q.get_job_counts().await.unwrap().waiting, 1);
 }
@@ -68,9 +69,9 @@ async fn priority_and_lifo_order_the_wait_list_like_bull() {
     let d = add("d", JobOptions::default().priority(1)).await;
     let e = add("e", JobOptions::default().lifo(true)).await;
     let f = add("f", JobOptions::default()).await;
-    let wait: Vec<String> = r.lrange(q.keys().wait(), 0, -1).await.unwrap();
+    let wait: Vec<String> = r.lrange(keys_of(&q).wait(), 0, -1).await.unwrap();
     assert_eq!(wait, [f, b, a, c.clone(), d.clone(), e]);
-    let prio: Vec<(String, u64)> = r.zrange_withscores(q.keys().priority(), 0, -1).await.unwrap();
+    let prio: Vec<(String, u64)> = r.zrange_withscores(keys_of(&q).priority(), 0, -1).await.unwrap();
     assert_eq!(prio, [(d.clone(), 1), (c.clone(), 3)]);
     // Next to run first.
     let jobs = q.get_jobs(&[JobState::Waiting], 0, -1, true).await.unwrap();
@@ -87,13 +88,13 @@ async fn a_delayed_job_gets_bulls_score_and_can_be_promoted() {
     q.add("x", json!({}), JobOptions::default()).await.unwrap();
     let id = q.add("later", json!({}), JobOptions::default().delay(60_000).timestamp(1_796_028_460_000)).await.unwrap();
     assert_eq!(id, "2");
-    let score: f64 = r.zscore(q.keys().delayed(), &id).await.unwrap();
+    let score: f64 = r.zscore(keys_of(&q).delayed(), &id).await.unwrap();
     assert_eq!(score as u64, delayed_score(1_796_028_460_000 + 60_000, 2));
     assert_eq!(q.get_job_state(&id).await.unwrap(), Some(JobState::Delayed));
     assert_eq!(q.get_job_counts().await.unwrap().delayed, 1);
     q.promote(&id).await.unwrap();
     assert_eq!(q.get_job_state(&id).await.unwrap(), Some(JobState::Waiting));
-    assert_eq!(hash(&mut r, &q.keys().job(&id)).await["delay"], "0");
+    assert_eq!(hash(&mut r, &keys_of(&q).job(&id)).await["delay"], "0");
     assert!(matches!(q.promote(&id).await, Err(Error::WrongState { expected: "delayed", .. })));
 }
 
@@ -105,8 +106,8 @@ async fn pause_renames_wait_and_later_adds_go_to_paused() {
     assert!(!q.is_paused().await.unwrap());
     q.pause().await.unwrap();
     assert!(q.is_paused().await.unwrap());
-    assert!(r.exists::<_, bool>(q.keys().meta_paused()).await.unwrap());
-    assert_eq!(hash(&mut r, &q.keys().meta()).await["paused"], "1");
+    assert!(r.exists::<_, bool>(keys_of(&q).meta_paused()).await.unwrap());
+    assert_eq!(hash(&mut r, &keys_of(&q).meta()).await["paused"], "1");
     q.add("b", json!({}), JobOptions::default()).await.unwrap();
     let counts = q.get_job_counts().await.unwrap();
     assert_eq!((counts.waiting, counts.paused), (0, 2));
@@ -115,7 +116,7 @@ async fn pause_renames_wait_and_later_adds_go_to_paused() {
     assert!(!q.is_paused().await.unwrap());
     let counts = q.get_job_counts().await.unwrap();
     assert_eq!((counts.waiting, counts.paused), (2, 0));
-    assert!(hash(&mut r, &q.keys().meta()).await.is_empty());
+    assert!(hash(&mut r, &keys_of(&q).meta()).await.is_empty());
 }
 
 #[tokio::test]
@@ -124,21 +125,21 @@ async fn remove_is_refused_for_a_locked_job() {
     let mut r = raw(&test_support::redis_url()).await;
     let id = q.add("a", json!({}), JobOptions::default()).await.unwrap();
     q.add_log(&id, "line").await.unwrap();
-    let _: () = r.set(q.keys().lock(&id), "someone").await.unwrap();
+    let _: () = r.set(keys_of(&q).lock(&id), "someone").await.unwrap();
     assert!(matches!(q.remove(&id).await, Err(Error::JobLocked(_))));
-    let _: () = r.del(q.keys().lock(&id)).await.unwrap();
+    let _: () = r.del(keys_of(&q).lock(&id)).await.unwrap();
     q.remove(&id).await.unwrap();
-    assert!(keys(&mut r, &format!("{}*", q.keys().base())).await.iter().all(|k| k.ends_with(":id")));
+    assert!(keys(&mut r, &format!("{}*", keys_of(&q).base())).await.iter().all(|k| k.ends_with(":id")));
     assert!(matches!(q.remove(&id).await, Err(Error::JobNotFound(_))));
 }
 
 /// Moves a waiting job to `failed` the way a final failure leaves it.
 async fn fail_by_hand(r: &mut redis::aio::MultiplexedConnection, q: &queue_core::Queue, id: &str) {
-    let _: () = r.lrem(q.keys().wait(), 0, id).await.unwrap();
-    let _: () = r.zadd(q.keys().failed(), id, now_ms()).await.unwrap();
+    let _: () = r.lrem(keys_of(q).wait(), 0, id).await.unwrap();
+    let _: () = r.zadd(keys_of(q).failed(), id, now_ms()).await.unwrap();
     let _: () = r
         .hset_multiple(
-            q.keys().job(id),
+            keys_of(q).job(id),
             &[("failedReason", "boom"), ("finishedOn", "17"), ("processedOn", "16"), ("attemptsMade", "1")],
         )
         .await
@@ -155,7 +156,7 @@ async fn retry_moves_failed_jobs_back_and_keeps_their_history() {
     }
     assert!(matches!(q.retry_job("404").await, Err(Error::JobNotFound(_))));
     q.retry_job("1").await.unwrap();
-    let h = hash(&mut r, &q.keys().job("1")).await;
+    let h = hash(&mut r, &keys_of(&q).job("1")).await;
     assert!(!h.contains_key("failedReason") && !h.contains_key("finishedOn") && !h.contains_key("processedOn"));
     assert_eq!(h["attemptsMade"], "1");
     assert!(h.contains_key("retriedOn"));
@@ -175,7 +176,7 @@ async fn clean_removes_old_finished_jobs_but_not_locked_ones() {
         let id = q.add("a", json!({}), JobOptions::default()).await.unwrap();
         fail_by_hand(&mut r, &q, &id).await;
     }
-    let _: () = r.set(q.keys().lock("4"), "worker").await.unwrap();
+    let _: () = r.set(keys_of(&q).lock("4"), "worker").await.unwrap();
     let young = q.clean(Duration::from_secs(3600 * 24 * 365 * 100), JobState::Failed, 0).await.unwrap();
     assert!(young.is_empty(), "finishedOn 17 is old, but a grace longer than the epoch keeps everything");
     let limited = q.clean(Duration::ZERO, JobState::Failed, 2).await.unwrap();
@@ -198,11 +199,11 @@ async fn obliterate_refuses_active_jobs_unless_forced_and_leaves_no_key() {
         q.add("a", json!({"i": i}), JobOptions::default().delay(if i % 2 == 0 { 0 } else { 10_000 })).await.unwrap();
     }
     q.add_log("1", "hello").await.unwrap();
-    let _: () = r.rpoplpush(q.keys().wait(), q.keys().active()).await.unwrap();
+    let _: () = r.rpoplpush(keys_of(&q).wait(), keys_of(&q).active()).await.unwrap();
     assert!(matches!(q.obliterate(false, |_| {}).await, Err(Error::ActiveJobs(_))));
     assert!(!q.is_paused().await.unwrap(), "a refused obliterate leaves the queue running");
     q.obliterate(true, |_| {}).await.unwrap();
-    assert_eq!(keys(&mut r, &format!("{}*", q.keys().base())).await, Vec::<String>::new());
+    assert_eq!(keys(&mut r, &format!("{}*", keys_of(&q).base())).await, Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -213,9 +214,9 @@ async fn logs_progress_and_data_updates() {
             .build()
             .unwrap();
     let q = queue_core::Queue::new(&connections, "prog").unwrap();
-    let subscriber = connections.subscriber().unwrap();
+    let subscriber = tooling::subscriber(&connections).unwrap();
     let mut events = subscriber.events();
-    subscriber.subscribe(&q.keys().progress_channel()).await.unwrap();
+    subscriber.subscribe(&keys_of(&q).progress_channel()).await.unwrap();
     let id = q.add("a", json!({"v": 1}), JobOptions::default()).await.unwrap();
     for line in ["one", "two", "three"] {
         q.add_log(&id, line).await.unwrap();
@@ -258,7 +259,7 @@ async fn bad_names_ids_data_and_options_are_refused_before_anything_is_written()
         NewJob::new("bad", json!({}), JobOptions::default().attempts(0)).unwrap(),
     ];
     assert!(q.add_bulk(jobs).await.is_err());
-    assert_eq!(keys(&mut r, &format!("{}*", q.keys().base())).await, Vec::<String>::new());
+    assert_eq!(keys(&mut r, &format!("{}*", keys_of(&q).base())).await, Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -294,11 +295,11 @@ async fn a_repeatable_job_is_stored_as_bull_stores_it() {
     let mut r = raw(&test_support::redis_url()).await;
     let repeat = RepeatOptions { every: Some(60_000), ..Default::default() };
     let id = q.add("tick", json!({}), JobOptions::default().repeat(repeat.clone())).await.unwrap();
-    let key = queue_core::repeat_key("tick", &repeat).unwrap();
+    let key = queue_core::tooling::repeat_key("tick", &repeat).unwrap();
     assert_eq!(key, "tick:::60000");
-    let next: u64 = r.zscore(q.keys().repeat(), &key).await.unwrap();
+    let next: u64 = r.zscore(keys_of(&q).repeat(), &key).await.unwrap();
     assert_eq!(next % 60_000, 0);
-    assert_eq!(id, queue_core::iteration_id("tick", &repeat, &key, next));
+    assert_eq!(id, queue_core::tooling::iteration_id("tick", &repeat, &key, next));
     let job = q.get_job(&id).await.unwrap().unwrap();
     let opts = job.to_json()["opts"].clone();
     assert_eq!(opts["repeat"], json!({"every": 60000, "count": 1, "key": key}));
@@ -331,7 +332,7 @@ async fn operations_on_jobs_refuse_ids_that_name_the_queue_s_own_keys() {
 async fn orphan_ids_without_a_hash_can_be_removed() {
     let q = queue("orphans");
     let mut r = raw(&test_support::redis_url()).await;
-    let _: () = r.lpush(q.keys().wait(), "ghost").await.unwrap();
+    let _: () = r.lpush(keys_of(&q).wait(), "ghost").await.unwrap();
     q.remove("ghost").await.unwrap();
     assert_eq!(q.get_job_counts().await.unwrap().waiting, 0);
     assert!(matches!(q.remove("ghost").await, Err(Error::JobNotFound(_))));
@@ -341,13 +342,13 @@ async fn orphan_ids_without_a_hash_can_be_removed() {
 async fn cleaning_a_waiting_debounced_job_frees_its_debounce_slot() {
     let q = queue("debounce");
     let mut r = raw(&test_support::redis_url()).await;
-    let peer = json!({"redis": test_support::redis_url(), "prefix": q.keys().prefix(), "queue": "debounce"});
+    let peer = json!({"redis": test_support::redis_url(), "prefix": keys_of(&q).prefix(), "queue": "debounce"});
     let mut args = peer.clone();
     args["jobs"] = json!([{"name": "d", "data": {}, "opts": {"debounce": {"id": "d1"}}}]);
     let first: Vec<String> = serde_json::from_value(test_support::NodePeer::run("add", args.clone())).unwrap();
-    assert!(r.exists::<_, bool>(q.keys().key("de:d1")).await.unwrap());
+    assert!(r.exists::<_, bool>(keys_of(&q).key("de:d1")).await.unwrap());
     assert_eq!(q.clean(Duration::ZERO, JobState::Waiting, 0).await.unwrap(), first);
-    assert!(!r.exists::<_, bool>(q.keys().key("de:d1")).await.unwrap());
+    assert!(!r.exists::<_, bool>(keys_of(&q).key("de:d1")).await.unwrap());
     let second: Vec<String> = serde_json::from_value(test_support::NodePeer::run("add", args)).unwrap();
     assert_ne!(second, first, "a new debounced add gets a new job");
     assert_eq!(q.get_job_counts().await.unwrap().waiting, 1);

@@ -8,7 +8,7 @@ use queue_core::{Connections, Queue, RedisConfig, RedisUrl};
 pub(crate) fn config(url: &str, budget: usize) -> RedisConfig {
     let mut config = RedisConfig::new(RedisUrl::parse(url).unwrap());
     config.prefix = test_support::unique("qc");
-    config.max_connections = budget;
+    config.max_connections = Some(budget);
     config
 }
 

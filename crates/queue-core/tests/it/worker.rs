@@ -4,8 +4,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use queue_core::tooling::{self, keys_of};
 use queue_core::{
-    Backoff, Connections, JobOptions, JobState, Outcome, Queue, QueueSpec, Worker, WorkerSettings, handler,
+    Backoff, ConnectionPlan, Connections, Error, JobOptions, JobState, Outcome, Queue, QueueSpec, Worker,
+    WorkerSettings, handler,
 };
 use serde_json::{Value, json};
 
@@ -309,7 +311,7 @@ async fn malformed_jobs_fail_with_a_reason_and_the_rest_goes_on() {
     let url = test_support::redis_url();
     let connections = Connections::builder(config(&url, 2), "it-poison").blocking(1).build().unwrap();
     let q = Queue::new(&connections, "poison").unwrap();
-    let keys = q.keys().clone();
+    let keys = keys_of(&q).clone();
     let mut r = raw(&url).await;
     let first = q.add("ok", json!({}), JobOptions::default()).await.unwrap();
     let poison = [
@@ -404,7 +406,7 @@ async fn a_worker_on_two_busy_queues_stays_within_its_budget() {
     let stats = connections.stats();
     // Idle now: each queue's fetcher waits in a blocking pop on a connection that carries Bull's
     // getWorkers() label in front of its own name.
-    let labels = [files.keys().worker_name_prefix(), hooks.keys().worker_name_prefix()];
+    let labels = [keys_of(&files).worker_name_prefix(), keys_of(&hooks).worker_name_prefix()];
     let labelled = eventually(Duration::from_secs(5), async || {
         names = crate::support::all_client_names(&mut r).await.into_iter().filter(|n| n.contains(&service)).collect();
         labels.iter().all(|l| names.iter().any(|n| n.starts_with(&format!("{l}:{service}:blocking:"))))
@@ -452,7 +454,7 @@ async fn node_created_repeatables_keep_running_on_our_worker_until_removed() {
     for job in completed.into_iter().flatten() {
         let repeat = job.opts.repeat.clone().unwrap();
         let key = repeat.key.clone().unwrap();
-        assert_eq!(job.id, queue_core::iteration_id(&job.name, &repeat, &key, job.opts.prev_millis.unwrap()));
+        assert_eq!(job.id, queue_core::tooling::iteration_id(&job.name, &repeat, &key, job.opts.prev_millis.unwrap()));
         assert_eq!(job.opts.prev_millis.unwrap() % 1000, 0);
         *kinds.entry(job.data["kind"].as_str().unwrap().to_owned()).or_default() += 1;
     }
@@ -534,14 +536,14 @@ async fn a_worker_that_lost_its_lock_writes_nothing() {
     assert!(eventually(Duration::from_secs(5), async || q.get_job_counts().await.unwrap().active == 1).await);
     // Another owner takes the job over (as a stall recovery and a second worker would).
     let mut r = raw(&url).await;
-    let _: () = redis::AsyncCommands::set(&mut r, q.keys().lock(&id), "another-worker").await.unwrap();
+    let _: () = redis::AsyncCommands::set(&mut r, keys_of(&q).lock(&id), "another-worker").await.unwrap();
     release.notify_one();
     assert!(eventually(Duration::from_secs(5), async || worker.stats().lost_locks == 1).await, "{:?}", worker.stats());
     worker.close(Duration::from_secs(2)).await;
     let job = q.get_job(&id).await.unwrap().unwrap();
     assert_eq!((job.returnvalue, job.finished_on), (None, None));
     assert_eq!(q.get_job_state(&id).await.unwrap(), Some(JobState::Active));
-    let owner: String = redis::AsyncCommands::get(&mut r, q.keys().lock(&id)).await.unwrap();
+    let owner: String = redis::AsyncCommands::get(&mut r, keys_of(&q).lock(&id)).await.unwrap();
     assert_eq!(owner, "another-worker");
 }
 
@@ -770,17 +772,17 @@ async fn a_mixed_fleet_with_node_bull_processes_every_job_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_declares_itself_and_its_budget_in_a_heartbeat() {
     let cfg = config(&test_support::redis_url(), 3);
-    let prefix = cfg.prefix.clone();
     let connections = Connections::builder(cfg, "it-heartbeat").subscriber(true).blocking(1).build().unwrap();
     let q = Queue::new(&connections, "beats").unwrap();
-    assert!(queue_core::live_heartbeats(&connections, &prefix).await.unwrap().is_empty());
+    // Before a worker starts, the process's heartbeat (if written yet) lists no queue.
+    assert!(connections.live_heartbeats().await.unwrap().iter().all(|b| b.queues.is_empty()));
     let worker =
         Worker::start(&connections, fast(), vec![QueueSpec::new(q, 1, recording(Default::default()))]).await.unwrap();
     let mut beats = Vec::new();
     assert!(
         eventually(Duration::from_secs(5), async || {
-            beats = queue_core::live_heartbeats(&connections, &prefix).await.unwrap();
-            !beats.is_empty()
+            beats = connections.live_heartbeats().await.unwrap();
+            beats.iter().any(|b| !b.queues.is_empty())
         })
         .await
     );
@@ -789,9 +791,37 @@ async fn a_worker_declares_itself_and_its_budget_in_a_heartbeat() {
     let beat = &beats[0];
     assert_eq!(
         (beat.service.as_str(), beat.queues.clone(), beat.budget, beat.planned),
-        ("it-heartbeat", vec!["beats".to_owned()], 3, [1, 1, 1])
+        ("it-heartbeat", vec!["beats".to_owned()], 3, ConnectionPlan { command: 1, subscriber: 1, blocking: 1 })
     );
     assert!(Queue::new(&connections, "__hb__").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_process_declares_itself_and_close_takes_its_heartbeat_away() {
+    // A producer-only process: no worker, the budget defaults to its plan.
+    let mut cfg = config(&test_support::redis_url(), 1);
+    cfg.max_connections = None;
+    let connections = Connections::builder(cfg, "it-producer").build().unwrap();
+    let mut beats = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            beats = connections.live_heartbeats().await.unwrap();
+            !beats.is_empty()
+        })
+        .await
+    );
+    let beat = &beats[0];
+    assert_eq!((beat.service.as_str(), beat.budget, beat.queues.len()), ("it-producer", 1, 0));
+    assert_eq!(beat.planned, ConnectionPlan { command: 1, subscriber: 0, blocking: 0 });
+    let stats = serde_json::to_value(connections.stats()).unwrap();
+    assert_eq!(stats["command"]["planned"], 1, "{stats}");
+
+    let q = Queue::new(&connections, "closing").unwrap();
+    connections.close().await;
+    let observer = Connections::builder(connections.config().clone(), "it-observer").heartbeat(None).build().unwrap();
+    assert!(observer.live_heartbeats().await.unwrap().is_empty(), "the record is deleted at close");
+    assert!(matches!(q.add("x", serde_json::json!({}), JobOptions::default()).await, Err(Error::Closed)));
+    assert_eq!(connections.stats().open, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -870,9 +900,9 @@ async fn a_stale_attempt_of_a_job_taken_again_by_the_same_worker_writes_nothing(
     assert!(eventually(Duration::from_secs(5), async || starts.load(std::sync::atomic::Ordering::SeqCst) == 1).await);
     // What a stall recovery does when the first attempt's lock has expired: back to waiting.
     let mut r = raw(&url).await;
-    let _: () = redis::AsyncCommands::del(&mut r, q.keys().lock(&id)).await.unwrap();
-    let _: () = redis::AsyncCommands::lrem(&mut r, q.keys().active(), 1, &id).await.unwrap();
-    let _: () = redis::AsyncCommands::rpush(&mut r, q.keys().wait(), &id).await.unwrap();
+    let _: () = redis::AsyncCommands::del(&mut r, keys_of(&q).lock(&id)).await.unwrap();
+    let _: () = redis::AsyncCommands::lrem(&mut r, keys_of(&q).active(), 1, &id).await.unwrap();
+    let _: () = redis::AsyncCommands::rpush(&mut r, keys_of(&q).wait(), &id).await.unwrap();
     assert!(eventually(Duration::from_secs(5), async || starts.load(std::sync::atomic::Ordering::SeqCst) == 2).await);
     release.notify_one();
     let done = eventually(Duration::from_secs(10), async || q.get_job_counts().await.unwrap().completed == 1).await;
@@ -905,9 +935,9 @@ async fn an_idle_blocking_worker_announces_drained_once() {
         .build()
         .unwrap();
     let q = Queue::new(&connections, "quiet").unwrap();
-    let subscriber = connections.subscriber().unwrap();
+    let subscriber = tooling::subscriber(&connections).unwrap();
     let mut events = subscriber.events();
-    subscriber.subscribe(&q.keys().key("drained")).await.unwrap();
+    subscriber.subscribe(&keys_of(&q).key("drained")).await.unwrap();
     let worker = Worker::start(
         &connections,
         fast().drain_delay(Duration::from_millis(100)),
@@ -918,7 +948,7 @@ async fn an_idle_blocking_worker_announces_drained_once() {
     let mut drained = 0;
     let until = Instant::now() + Duration::from_millis(1500);
     while let Ok(Ok(event)) = tokio::time::timeout_at(until.into(), events.recv()).await {
-        if matches!(event, queue_core::SubscriberEvent::Message(m) if m.channel.ends_with(":drained")) {
+        if matches!(event, queue_core::tooling::SubscriberEvent::Message(m) if m.channel.ends_with(":drained")) {
             drained += 1;
         }
     }

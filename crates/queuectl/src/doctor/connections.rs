@@ -201,7 +201,7 @@ mod tests {
         );
         let beat: HeartbeatRecord = serde_json::from_value(json!({
             "service": "svc", "instance": "h-1", "queues": ["files"], "budget": 2,
-            "planned": [1, 0, 1], "open": 2, "at_ms": 0, "interval_ms": 5000
+            "planned": {"command": 1, "subscriber": 0, "blocking": 1}, "open": 2, "at_ms": 0, "interval_ms": 5000
         }))
         .unwrap();
         let budgets = budget_findings(&list, std::slice::from_ref(&beat));

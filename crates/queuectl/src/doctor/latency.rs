@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use queue_core::Connections;
-use redis::Value;
+use queue_core::tooling::{Raw, Value};
 use tokio::time::Instant;
 
 use crate::output::Printer;
@@ -62,7 +62,7 @@ pub(super) async fn sample_latency(c: &Connections, window: Duration, p: &Printe
     let total = window.as_millis() as u64 / 100;
     while Instant::now() < deadline {
         let sent = Instant::now();
-        match c.command().query::<String>(&redis::cmd("PING")).await {
+        match Raw::new(c).query::<String>(&["PING"]).await {
             Ok(_) => sample.rtts.push(sent.elapsed()),
             Err(e) if e.is_timeout() => {
                 sample.rtts.push(sent.elapsed());
@@ -144,7 +144,7 @@ pub(super) struct LatencyEvent {
 }
 
 pub(super) async fn read_latency_latest(c: &Connections) -> Result<Vec<LatencyEvent>, String> {
-    let value = query_value(c, redis::cmd("LATENCY").arg("LATEST")).await?;
+    let value = query_value(c, &["LATENCY", "LATEST"]).await?;
     Ok(items(&value)
         .iter()
         .filter_map(|row| {
@@ -185,7 +185,7 @@ pub(super) fn latency_monitor_finding(
     if events.is_empty() {
         return Finding::ok("latency-monitor", format!("no events recorded ({threshold_text})"));
     }
-    let now_s = queue_core::now_ms() / 1000;
+    let now_s = queue_core::tooling::now_ms() / 1000;
     let listed = events
         .iter()
         .map(|e| {
@@ -227,11 +227,11 @@ struct SlowEntry {
 }
 
 pub(super) async fn read_slowlog(c: &Connections) -> Result<SlowLog, String> {
-    let len: u64 = c.command().query(redis::cmd("SLOWLOG").arg("LEN")).await.map_err(describe)?;
+    let len: u64 = Raw::new(c).query(&["SLOWLOG", "LEN"]).await.map_err(describe)?;
     if len == 0 {
         return Ok(SlowLog::default());
     }
-    let value = query_value(c, redis::cmd("SLOWLOG").arg("GET").arg(LISTED)).await?;
+    let value = query_value(c, &["SLOWLOG", "GET", &LISTED.to_string()]).await?;
     Ok(SlowLog { len, recent: items(&value).iter().filter_map(slow_entry).collect() })
 }
 
@@ -254,7 +254,7 @@ pub(super) fn slowlog_finding(slowlog: &Result<SlowLog, String>) -> Finding {
     if log.len == 0 {
         return Finding::ok("slowlog", "empty");
     }
-    let now_s = queue_core::now_ms() / 1000;
+    let now_s = queue_core::tooling::now_ms() / 1000;
     let recent = log
         .recent
         .iter()

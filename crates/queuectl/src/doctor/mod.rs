@@ -48,7 +48,7 @@
 //! everysec`, no `maxmemory`, plain TCP). A clean server as the README recommends it (AOF on,
 //! `save ""`, `noeviction`, every connection named, empty slow log) has only `ok` findings.
 //!
-//! Queues are found by one `SCAN` pass over `<prefix>:*` (`COUNT` [`SCAN_COUNT`], never `KEYS`)
+//! Queues are found by `QueueView::discover`: one `SCAN` pass over `<prefix>:*` (never `KEYS`)
 //! keeping keys `<prefix>:<queue>:<marker>` for Bull's markers (`id`, `wait`, `active`, `delayed`,
 //! `paused`, `meta-paused`, `completed`, `failed`) and skipping the heartbeat namespace. A live
 //! worker of a queue is a heartbeat listing it, or a connection named like Bull's `getWorkers()`
@@ -74,7 +74,6 @@
 //! [`SUBSCRIBER_OMEM_WARN`]: connections::SUBSCRIBER_OMEM_WARN
 //! [`DELAYED_OVERDUE`]: queues::DELAYED_OVERDUE
 //! [`FAILED_WINDOW`]: queues::FAILED_WINDOW
-//! [`SCAN_COUNT`]: queues::SCAN_COUNT
 //! [`STUCK_RECHECK`]: queues::STUCK_RECHECK
 
 mod connections;
@@ -224,7 +223,7 @@ fn print(p: &Printer, report: &Report) {
 async fn diagnose(c: &Connections, prefix: &str, window: Duration, p: &Printer) -> Report {
     let url = &c.config().url;
     let endpoint = url.redacted();
-    if let Err(e) = c.command().ping().await {
+    if let Err(e) = c.ping().await {
         let finding = Finding::new(
             "endpoint",
             Severity::Critical,
@@ -235,7 +234,7 @@ async fn diagnose(c: &Connections, prefix: &str, window: Duration, p: &Printer) 
     }
     let command_timeout = c.config().command_timeout;
     let sample = sample_latency(c, window, p).await;
-    let s = Snapshot::read(c, prefix).await;
+    let s = Snapshot::read(c).await;
     let info = s.info.as_ref().map_err(String::as_str);
     let config = s.config.as_ref().map_err(String::as_str);
     let client_list = s.clients.as_ref().ok().map(Vec::as_slice);

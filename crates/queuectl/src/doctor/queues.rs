@@ -4,15 +4,14 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use queue_core::{Connections, HeartbeatRecord, JobCounts, Queue};
+use queue_core::tooling::now_ms;
+use queue_core::{Connections, HeartbeatRecord, JobCounts, QueueView};
 
 use crate::clients::Client;
 
 use super::snapshot::describe;
 use super::{Finding, LISTED, Severity, plural};
 
-/// `SCAN ... COUNT` for queue discovery.
-pub(super) const SCAN_COUNT: usize = 1000;
 /// At most this many active ids (the oldest) are checked for a lock, per queue.
 const STUCK_SCAN_LIMIT: usize = 1000;
 /// Delay before confirming that active jobs without a lock are still without one.
@@ -22,8 +21,6 @@ pub(super) const STUCK_RECHECK: Duration = Duration::from_millis(500);
 pub(super) const DELAYED_OVERDUE: Duration = Duration::from_secs(5);
 /// Window for "failed-job growth".
 pub(super) const FAILED_WINDOW: Duration = Duration::from_secs(60);
-/// Keys whose presence under `<prefix>:<queue>:` marks a Bull queue.
-const QUEUE_MARKERS: &[&str] = &["id", "wait", "active", "delayed", "paused", "meta-paused", "completed", "failed"];
 
 /// Findings for every queue under `prefix`.
 pub(super) async fn queue_findings(
@@ -32,7 +29,7 @@ pub(super) async fn queue_findings(
     list: Option<&[Client]>,
     beats: &[HeartbeatRecord],
 ) -> Vec<Finding> {
-    let names = match discover_queues(c, prefix).await {
+    let names = match QueueView::discover(c, prefix).await {
         Ok(names) => names,
         Err(e) => return vec![Finding::unavailable("queues", "SCAN", &describe(e))],
     };
@@ -41,40 +38,11 @@ pub(super) async fn queue_findings(
     }
     let mut out = vec![Finding::ok("queues", format!("{} under prefix {prefix:?}", names.len()))];
     for name in names {
-        let Ok(queue) = Queue::with_prefix(c, prefix, &name) else { continue };
+        let Ok(queue) = QueueView::with_prefix(c, prefix, &name) else { continue };
         let workers = Workers::of(&queue, list, beats);
-        out.extend(check_queue(c, &queue, &workers).await);
+        out.extend(check_queue(&queue, &workers).await);
     }
     out
-}
-
-/// The queue a key marks, for `<prefix>:<queue>:<marker>` with a [`QUEUE_MARKERS`] marker.
-fn queue_of_key<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
-    let rest = key.strip_prefix(prefix)?.strip_prefix(':')?;
-    let (queue, marker) = rest.split_once(':')?;
-    let is_queue = !queue.is_empty() && queue != queue_core::HEARTBEAT_NAMESPACE && QUEUE_MARKERS.contains(&marker);
-    is_queue.then_some(queue)
-}
-
-/// Queue names under `prefix`: one `SCAN` pass (never `KEYS`).
-async fn discover_queues(c: &Connections, prefix: &str) -> queue_core::Result<BTreeSet<String>> {
-    let pattern = format!("{}:*", queue_core::escape_glob(prefix));
-    let mut names = BTreeSet::new();
-    let mut cursor = 0u64;
-    loop {
-        let mut cmd = redis::cmd("SCAN");
-        cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(SCAN_COUNT);
-        let (next, keys): (u64, Vec<Vec<u8>>) = c.command().query(&cmd).await?;
-        for key in keys {
-            if let Some(queue) = queue_of_key(prefix, &String::from_utf8_lossy(&key)) {
-                names.insert(queue.to_owned());
-            }
-        }
-        cursor = next;
-        if cursor == 0 {
-            return Ok(names);
-        }
-    }
 }
 
 /// Who works on one queue: heartbeats listing it, and connections named like Bull's workers.
@@ -87,13 +55,13 @@ struct Workers {
 }
 
 impl Workers {
-    fn of(queue: &Queue, list: Option<&[Client]>, beats: &[HeartbeatRecord]) -> Workers {
+    fn of(queue: &QueueView, list: Option<&[Client]>, beats: &[HeartbeatRecord]) -> Workers {
         let heartbeats = beats
             .iter()
             .filter(|b| b.queues.iter().any(|q| q == queue.name()))
             .map(|b| format!("{}/{}", b.service, b.instance))
             .collect();
-        let label = queue.keys().worker_name_prefix();
+        let label = queue.worker_connection_name();
         let labelled = format!("{label}:");
         let bull_connections =
             list.unwrap_or_default().iter().filter(|c| c.name == label || c.name.starts_with(&labelled)).count();
@@ -124,7 +92,7 @@ impl Workers {
     }
 }
 
-async fn check_queue(c: &Connections, q: &Queue, workers: &Workers) -> Vec<Finding> {
+async fn check_queue(q: &QueueView, workers: &Workers) -> Vec<Finding> {
     let name = q.name();
     let mut out = Vec::new();
     match q.get_job_counts().await {
@@ -141,15 +109,15 @@ async fn check_queue(c: &Connections, q: &Queue, workers: &Workers) -> Vec<Findi
         Ok(false) => {}
         Err(e) => out.push(Finding::unavailable("queue-paused", "EXISTS", &describe(e))),
     }
-    match stuck_jobs(c, q).await {
+    match stuck_jobs(q).await {
         Ok(ids) => out.extend(stuck_finding(name, &ids, workers)),
         Err(e) => out.push(Finding::unavailable("stuck-jobs", "LRANGE/EXISTS", &describe(e))),
     }
-    match oldest_delayed_due(c, q).await {
-        Ok(due) => out.extend(due.and_then(|due| overdue_finding(name, due, queue_core::now_ms(), workers))),
+    match q.next_delayed_due().await {
+        Ok(due) => out.extend(due.and_then(|due| overdue_finding(name, due, now_ms(), workers))),
         Err(e) => out.push(Finding::unavailable("overdue-delayed", "ZRANGE", &describe(e))),
     }
-    match recent_failures(c, q).await {
+    match q.failed_since(now_ms().saturating_sub(FAILED_WINDOW.as_millis() as u64)).await {
         Ok(n) => out.extend(failed_finding(name, n)),
         Err(e) => out.push(Finding::unavailable("failed-jobs", "ZCOUNT", &describe(e))),
     }
@@ -179,30 +147,14 @@ fn queue_summary(name: &str, n: &JobCounts, workers: &Workers) -> Finding {
     Finding::ok("queue", measured)
 }
 
-/// Ids among the oldest [`STUCK_SCAN_LIMIT`] active jobs whose lock key does not exist.
-async fn active_without_lock(c: &Connections, q: &Queue) -> queue_core::Result<Vec<String>> {
-    let keys = q.keys();
-    let ids: Vec<String> =
-        c.command().query(redis::cmd("LRANGE").arg(keys.active()).arg(-(STUCK_SCAN_LIMIT as i64)).arg(-1)).await?;
-    if ids.is_empty() {
-        return Ok(ids);
-    }
-    let mut pipe = redis::pipe();
-    for id in &ids {
-        pipe.exists(keys.lock(id));
-    }
-    let locked: Vec<bool> = c.command().query_pipeline(&pipe).await?;
-    Ok(ids.into_iter().zip(locked).filter(|(_, locked)| !locked).map(|(id, _)| id).collect())
-}
-
 /// Active jobs without a lock, confirmed [`STUCK_RECHECK`] later.
-async fn stuck_jobs(c: &Connections, q: &Queue) -> queue_core::Result<Vec<String>> {
-    let first = active_without_lock(c, q).await?;
+async fn stuck_jobs(q: &QueueView) -> queue_core::Result<Vec<String>> {
+    let first = q.active_without_lock(STUCK_SCAN_LIMIT).await?;
     if first.is_empty() {
         return Ok(first);
     }
     tokio::time::sleep(STUCK_RECHECK).await;
-    let second: BTreeSet<String> = active_without_lock(c, q).await?.into_iter().collect();
+    let second: BTreeSet<String> = q.active_without_lock(STUCK_SCAN_LIMIT).await?.into_iter().collect();
     Ok(first.into_iter().filter(|id| second.contains(id)).collect())
 }
 
@@ -224,13 +176,6 @@ fn stuck_finding(name: &str, ids: &[String], workers: &Workers) -> Option<Findin
     ))
 }
 
-/// The due time (ms) of the job that is due first, if any.
-async fn oldest_delayed_due(c: &Connections, q: &Queue) -> queue_core::Result<Option<u64>> {
-    let first: Vec<(String, f64)> =
-        c.command().query(redis::cmd("ZRANGE").arg(q.keys().delayed()).arg(0).arg(0).arg("WITHSCORES")).await?;
-    Ok(first.first().map(|(_, score)| queue_core::due_from_score(*score)))
-}
-
 fn overdue_finding(name: &str, due_ms: u64, now_ms: u64, workers: &Workers) -> Option<Finding> {
     let late = Duration::from_millis(now_ms.saturating_sub(due_ms));
     if late <= DELAYED_OVERDUE {
@@ -249,12 +194,6 @@ fn overdue_finding(name: &str, due_ms: u64, now_ms: u64, workers: &Workers) -> O
     ))
 }
 
-/// Jobs in `failed` whose score (finishedOn) is within the last [`FAILED_WINDOW`].
-async fn recent_failures(c: &Connections, q: &Queue) -> queue_core::Result<u64> {
-    let since = queue_core::now_ms().saturating_sub(FAILED_WINDOW.as_millis() as u64);
-    c.command().query(redis::cmd("ZCOUNT").arg(q.keys().failed()).arg(since).arg("+inf")).await
-}
-
 fn failed_finding(name: &str, recent: u64) -> Option<Finding> {
     (recent > 0).then(|| {
         Finding::new(
@@ -269,19 +208,6 @@ fn failed_finding(name: &str, recent: u64) -> Option<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn queue_keys_are_recognised() {
-        assert_eq!(queue_of_key("bull", "bull:files:id"), Some("files"));
-        assert_eq!(queue_of_key("bull", "bull:files:meta-paused"), Some("files"));
-        assert_eq!(queue_of_key("{bull}", "{bull}:q:delayed"), Some("q"));
-        assert_eq!(queue_of_key("bull", "bull:files:17"), None);
-        assert_eq!(queue_of_key("bull", "bull:files:17:lock"), None);
-        assert_eq!(queue_of_key("bull", "bull:__hb__:svc:wait"), None);
-        assert_eq!(queue_of_key("bull", "bull:x:files:wait"), None);
-        assert_eq!(queue_of_key("bull", "bullx:files:wait"), None);
-        assert_eq!(queue_core::escape_glob("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
-    }
 
     #[test]
     fn queue_decisions_depend_on_live_workers() {

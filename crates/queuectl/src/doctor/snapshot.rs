@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
+use queue_core::tooling::{FromRedisValue, Raw, Value};
 use queue_core::{Connections, HeartbeatRecord};
-use redis::{FromRedisValue, Value};
 
 use crate::clients::{self, Client};
 
@@ -29,17 +29,13 @@ pub(super) struct Snapshot {
 }
 
 impl Snapshot {
-    pub(super) async fn read(c: &Connections, prefix: &str) -> Snapshot {
-        let info = c.command().query::<String>(&redis::cmd("INFO")).await.map(|t| Info::parse(&t)).map_err(describe);
+    pub(super) async fn read(c: &Connections) -> Snapshot {
+        let info = Raw::new(c).query::<String>(&["INFO"]).await.map(|t| Info::parse(&t)).map_err(describe);
         let config = read_config(c).await;
         let clients = clients::client_list(c).await.map_err(|e| trim_error(&e.to_string()));
-        let reached = c
-            .command()
-            .query::<String>(redis::cmd("CLIENT").arg("INFO"))
-            .await
-            .ok()
-            .and_then(|line| client_field(&line, "laddr"));
-        let beats = queue_core::live_heartbeats(c, prefix).await.map_err(describe);
+        let reached =
+            Raw::new(c).query::<String>(&["CLIENT", "INFO"]).await.ok().and_then(|line| client_field(&line, "laddr"));
+        let beats = c.live_heartbeats().await.map_err(describe);
         let slowlog = read_slowlog(c).await;
         let monitor_off =
             config.as_ref().ok().and_then(|cfg| cfg.get("latency-monitor-threshold")).map(String::as_str) == Some("0");
@@ -57,8 +53,8 @@ fn trim_error(text: &str) -> String {
 }
 
 /// Runs `cmd` for a raw value; a server error inside the value counts as a failure.
-pub(super) async fn query_value(c: &Connections, cmd: &redis::Cmd) -> Result<Value, String> {
-    match c.command().query::<Value>(cmd).await {
+pub(super) async fn query_value(c: &Connections, args: &[&str]) -> Result<Value, String> {
+    match Raw::new(c).query::<Value>(args).await {
         Ok(Value::ServerError(e)) => Err(trim_error(&e.to_string())),
         Ok(value) => Ok(value),
         Err(e) => Err(describe(e)),
@@ -69,8 +65,7 @@ pub(super) async fn query_value(c: &Connections, cmd: &redis::Cmd) -> Result<Val
 async fn read_config(c: &Connections) -> Result<HashMap<String, String>, String> {
     let mut config = HashMap::new();
     for key in CONFIG_KEYS {
-        let pairs: HashMap<String, String> =
-            c.command().query(redis::cmd("CONFIG").arg("GET").arg(*key)).await.map_err(describe)?;
+        let pairs: HashMap<String, String> = Raw::new(c).query(&["CONFIG", "GET", key]).await.map_err(describe)?;
         config.extend(pairs);
     }
     Ok(config)
