@@ -152,3 +152,16 @@ impl ActiveJob {
         self.queue.add_log(&self.job.id, line).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_reason_keeps_the_whole_cause_chain() {
+        let err = anyhow::anyhow!("permission denied").context("reading /data/a.mp4");
+        let outcome = Outcome::from_result::<(), _>(Err(err));
+        assert_eq!(outcome, Outcome::Retry("reading /data/a.mp4: permission denied".into()));
+        assert_eq!(Outcome::from_result::<_, String>(Ok(3)), Outcome::Completed(serde_json::json!(3)));
+    }
+}

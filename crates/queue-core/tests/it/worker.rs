@@ -975,3 +975,40 @@ async fn closing_while_jobs_flow_leaves_none_taken_and_forgotten() {
         assert_eq!(counts.active, 0, "round {round}: a job was taken and then dropped: {counts:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_handlers_fail_jobs_whose_data_does_not_decode_and_go_on() {
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Resize {
+        path: String,
+        width: u32,
+    }
+    let connections = Connections::builder(config(&test_support::redis_url(), 2), "it-typed").build().unwrap();
+    let q = Queue::new(&connections, "typed").unwrap();
+    let good = q.add("resize", Resize { path: "/a.png".into(), width: 64 }, JobOptions::default()).await.unwrap();
+    // Written by another producer: retries cannot help, so one attempt only, whatever `attempts` says.
+    let bad = q.add("resize", json!({"path": 7}), JobOptions::default().attempts(5)).await.unwrap();
+    let last = q.add("resize", json!({"path": "/b.png", "width": 32}), JobOptions::default()).await.unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Default::default();
+    let h = {
+        let seen = seen.clone();
+        queue_core::typed_handler(move |job, data: Resize| {
+            seen.lock().unwrap().push(job.id().to_owned());
+            async move { Outcome::Completed(json!({"thumb": format!("{}@{}", data.path, data.width)})) }
+        })
+    };
+    let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 1, h)]).await.unwrap();
+    let settled = eventually(Duration::from_secs(10), async || {
+        let c = q.get_job_counts().await.unwrap();
+        c.completed == 2 && c.failed == 1
+    })
+    .await;
+    worker.close(Duration::from_secs(5)).await;
+    assert!(settled, "{:?}", q.get_job_counts().await.unwrap());
+    let failed = q.get_job(&bad).await.unwrap().unwrap();
+    let reason = failed.failed_reason.unwrap_or_default();
+    assert!(reason.contains("does not decode") && reason.contains("invalid type"), "{reason}");
+    assert_eq!(failed.attempts_made, 1);
+    assert_eq!(q.get_job(&good).await.unwrap().unwrap().returnvalue, Some(json!({"thumb": "/a.png@64"})));
+    assert_eq!(*seen.lock().unwrap(), vec![good, last]);
+}
