@@ -1,16 +1,27 @@
-//! Our Lua scripts, run with `EVALSHA` and an `EVAL` fallback, and the one mapping from their
-//! negative return codes to errors.
-
-use std::sync::LazyLock;
+//! Our Lua scripts, one typed call each, run with `EVALSHA` and an `EVAL` fallback, and the one
+//! mapping from their negative return codes to errors.
+//!
+//! Each script is declared with `script!` beside its typed call: a struct whose fields are the
+//! script's KEYS and ARGV in the order of its Lua header, and whose `run` returns a typed result.
+//! Keys come from [`QueueKeys`](crate::bull::keys::QueueKeys) inside the call, so no caller fills
+//! KEYS or ARGV by position. `producer.rs` holds the calls of the producer and operator side.
+//! The worker's scripts are still declared here and filled by position with `Script::run`.
 
 use redis::{FromRedisValue, ToRedisArgs};
 
 use crate::connection::command::CommandConnection;
 use crate::error::{Error, Result};
 
+mod producer;
+
+pub(crate) use producer::{
+    AddJobs, AddLog, Batches, CleanJobs, GetState, JobToAdd, Obliterate, Pause, PauseEvent, Promote, RemoveJob, Repeat,
+    RepeatMode, RetryJob, RetryJobs, UpdateData, UpdateProgress,
+};
+
 /// One script: its source, embedded at build time, and its SHA1.
 pub(crate) struct Script {
-    pub(crate) name: &'static str,
+    name: &'static str,
     num_keys: usize,
     source: &'static str,
     sha: String,
@@ -21,8 +32,8 @@ impl Script {
         Script { name, num_keys, source, sha: redis::Script::new(source).get_hash().to_owned() }
     }
 
-    /// Runs the script on the command connection. `EVALSHA` first; on `NOSCRIPT` (a fresh or
-    /// flushed server) `EVAL`, which also caches it for the next call.
+    /// Runs the script with positional keys and arguments. `EVALSHA` first; on `NOSCRIPT` (a
+    /// fresh or flushed server) `EVAL`, which also caches it for the next call.
     pub(crate) async fn run<T: FromRedisValue + Send>(
         &self,
         conn: &CommandConnection,
@@ -45,31 +56,54 @@ impl Script {
     }
 }
 
+/// A script with its keys and arguments, as a typed call fills them.
+struct Invocation {
+    script: &'static Script,
+    keys: Vec<String>,
+    args: Vec<String>,
+}
+
+impl Invocation {
+    /// Runs the script on the command connection. `EVALSHA` first; on `NOSCRIPT` (a fresh or
+    /// flushed server) `EVAL`, which also caches it for the next call.
+    async fn run<T: FromRedisValue + Send>(&self, conn: &CommandConnection) -> Result<T> {
+        let script = self.script;
+        assert_eq!(self.keys.len(), script.num_keys, "script {} takes {} keys", script.name, script.num_keys);
+        let mut evalsha = redis::cmd("EVALSHA");
+        evalsha.arg(&script.sha).arg(script.num_keys).arg(&self.keys).arg(&self.args);
+        match conn.query::<T>(&evalsha).await {
+            Err(Error::Redis { source, .. })
+                if source.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                let mut eval = redis::cmd("EVAL");
+                eval.arg(script.source).arg(script.num_keys).arg(&self.keys).arg(&self.args);
+                conn.query::<T>(&eval).await
+            }
+            other => other,
+        }
+    }
+}
+
+/// A Lua flag: `"1"` or `"0"`.
+fn flag(on: bool) -> String {
+    if on { "1" } else { "0" }.to_owned()
+}
+
 /// Declares a script: `scripts/<file>-<keys>.lua`, preceded by the listed
 /// `scripts/includes/<name>.lua` files (shared local functions, as Bull's `@include`).
 macro_rules! script {
     ($ident:ident, $file:literal, $keys:literal $(, includes [$($include:literal),*])?) => {
-        pub(crate) static $ident: LazyLock<Script> = LazyLock::new(|| {
-            Script::new($file, $keys, concat!(
-                $($(include_str!(concat!("../../scripts/includes/", $include, ".lua")), "\n",)*)?
-                include_str!(concat!("../../scripts/", $file, "-", $keys, ".lua"))
-            ))
-        });
+        pub(crate) static $ident: std::sync::LazyLock<$crate::bull::scripts::Script> =
+            std::sync::LazyLock::new(|| {
+                $crate::bull::scripts::Script::new($file, $keys, concat!(
+                    $($(include_str!(concat!("../../../scripts/includes/", $include, ".lua")), "\n",)*)?
+                    include_str!(concat!("../../../scripts/", $file, "-", $keys, ".lua"))
+                ))
+            });
     };
 }
+use script;
 
-script!(ADD_JOBS, "addJobs", 6, includes["waiting"]);
-script!(PAUSE, "pause", 5);
-script!(GET_STATE, "getState", 1);
-script!(REMOVE_JOB, "removeJob", 1);
-script!(RETRY_JOB, "retryJob", 2, includes["waiting"]);
-script!(RETRY_JOBS, "retryJobs", 2, includes["waiting"]);
-script!(PROMOTE, "promote", 3, includes["waiting"]);
-script!(CLEAN_JOBS, "cleanJobs", 1);
-script!(OBLITERATE, "obliterate", 2);
-script!(ADD_LOG, "addLog", 1);
-script!(UPDATE_PROGRESS, "updateProgress", 1);
-script!(UPDATE_DATA, "updateData", 1);
 script!(MOVE_TO_ACTIVE, "moveToActive", 6, includes["activate"]);
 script!(COMPLETE_JOB, "completeJob", 5, includes["finished", "activate"]);
 script!(FAIL_JOB, "failJob", 7, includes ["waiting", "finished"]);
@@ -101,6 +135,7 @@ pub(crate) fn check_code(script: &Script, code: i64, job_id: &str, queue: &str) 
 
 #[cfg(test)]
 mod tests {
+    use super::producer::*;
     use super::*;
 
     #[test]
