@@ -4,23 +4,28 @@
 //! Each script is declared with `script!` beside its typed call: a struct whose fields are the
 //! script's KEYS and ARGV in the order of its Lua header, and whose `run` returns a typed result.
 //! Keys come from [`QueueKeys`](crate::bull::keys::QueueKeys) inside the call, so no caller fills
-//! KEYS or ARGV by position. `producer.rs` holds the calls of the producer and operator side.
-//! The worker's scripts are still declared here and filled by position with `Script::run`.
+//! KEYS or ARGV by position. `producer.rs` holds the calls of the producer and operator side,
+//! `worker.rs` those of workers.
 
-use redis::{FromRedisValue, ToRedisArgs};
+use redis::FromRedisValue;
 
 use crate::connection::command::CommandConnection;
 use crate::error::{Error, Result};
 
 mod producer;
+mod worker;
 
 pub(crate) use producer::{
     AddJobs, AddLog, Batches, CleanJobs, GetState, JobToAdd, Obliterate, Pause, PauseEvent, Promote, RemoveJob, Repeat,
     RepeatMode, RetryJob, RetryJobs, UpdateData, UpdateProgress,
 };
+pub(crate) use worker::{
+    CompleteJob, ExtendLocks, FailAction, FailJob, Limiter, MoveStalledJobsToWait, MoveToActive, PromoteDelayed,
+    Recorded, Stalled,
+};
 
 /// One script: its source, embedded at build time, and its SHA1.
-pub(crate) struct Script {
+struct Script {
     name: &'static str,
     num_keys: usize,
     source: &'static str,
@@ -30,29 +35,6 @@ pub(crate) struct Script {
 impl Script {
     fn new(name: &'static str, num_keys: usize, source: &'static str) -> Self {
         Script { name, num_keys, source, sha: redis::Script::new(source).get_hash().to_owned() }
-    }
-
-    /// Runs the script with positional keys and arguments. `EVALSHA` first; on `NOSCRIPT` (a
-    /// fresh or flushed server) `EVAL`, which also caches it for the next call.
-    pub(crate) async fn run<T: FromRedisValue + Send>(
-        &self,
-        conn: &CommandConnection,
-        keys: &[&str],
-        args: impl ToRedisArgs,
-    ) -> Result<T> {
-        assert_eq!(keys.len(), self.num_keys, "script {} takes {} keys", self.name, self.num_keys);
-        let mut evalsha = redis::cmd("EVALSHA");
-        evalsha.arg(&self.sha).arg(self.num_keys).arg(keys).arg(&args);
-        match conn.query::<T>(&evalsha).await {
-            Err(Error::Redis { source, .. })
-                if source.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-            {
-                let mut eval = redis::cmd("EVAL");
-                eval.arg(self.source).arg(self.num_keys).arg(keys).arg(&args);
-                conn.query::<T>(&eval).await
-            }
-            other => other,
-        }
     }
 }
 
@@ -93,7 +75,7 @@ fn flag(on: bool) -> String {
 /// `scripts/includes/<name>.lua` files (shared local functions, as Bull's `@include`).
 macro_rules! script {
     ($ident:ident, $file:literal, $keys:literal $(, includes [$($include:literal),*])?) => {
-        pub(crate) static $ident: std::sync::LazyLock<$crate::bull::scripts::Script> =
+        pub(super) static $ident: std::sync::LazyLock<$crate::bull::scripts::Script> =
             std::sync::LazyLock::new(|| {
                 $crate::bull::scripts::Script::new($file, $keys, concat!(
                     $($(include_str!(concat!("../../../scripts/includes/", $include, ".lua")), "\n",)*)?
@@ -104,16 +86,9 @@ macro_rules! script {
 }
 use script;
 
-script!(MOVE_TO_ACTIVE, "moveToActive", 6, includes["activate"]);
-script!(COMPLETE_JOB, "completeJob", 5, includes["finished", "activate"]);
-script!(FAIL_JOB, "failJob", 7, includes ["waiting", "finished"]);
-script!(EXTEND_LOCKS, "extendLocks", 1);
-script!(PROMOTE_DELAYED, "promoteDelayed", 5, includes["waiting"]);
-script!(MOVE_STALLED, "moveStalledJobsToWait", 7, includes ["waiting", "finished"]);
-
 /// Turns a script's integer reply into `Ok(code)` for success codes or the error it stands for.
 /// Every script's codes are listed in its header; this is the only place that interprets them.
-pub(crate) fn check_code(script: &Script, code: i64, job_id: &str, queue: &str) -> Result<i64> {
+fn check_code(script: &Script, code: i64, job_id: &str, queue: &str) -> Result<i64> {
     let missing = || Error::JobNotFound(job_id.to_owned());
     let err = match (script.name, code) {
         ("removeJob", 1) | ("retryJob", 1) => return Ok(code),
@@ -136,6 +111,7 @@ pub(crate) fn check_code(script: &Script, code: i64, job_id: &str, queue: &str) 
 #[cfg(test)]
 mod tests {
     use super::producer::*;
+    use super::worker::*;
     use super::*;
 
     #[test]
