@@ -9,8 +9,7 @@ use crate::bull::job::{DEFAULT_JOB_NAME, Job, JobState};
 use crate::bull::keys::validate_existing_job_id;
 use crate::bull::options::JobOptions;
 use crate::bull::repeat;
-use crate::bull::scripts::{self, check_code};
-
+use crate::bull::scripts::{self, Batches, PauseEvent, Repeat, RepeatMode};
 use crate::clock::now_ms;
 use crate::connection::command::CommandConnection;
 use crate::connections::Connections;
@@ -46,7 +45,7 @@ struct Prepared {
     name: String,
     data: String,
     opts: JobOptions,
-    repeat: Option<(String, u64, &'static str)>,
+    repeat: Option<Repeat>,
 }
 
 /// A queue, producer side: adds jobs, and reads as its [`QueueView`] does (it derefs to one).
@@ -107,7 +106,7 @@ impl Queue {
             let (opts, repeat) = match job.opts.repeat.is_some() {
                 true => {
                     let first = repeat::first_iteration(&name, job.opts, now)?;
-                    (first.opts, Some((first.key, first.next_millis, "new")))
+                    (first.opts, Some(Repeat { key: first.key, next_millis: first.next_millis, mode: RepeatMode::New }))
                 }
                 false => (job.opts.normalize(now)?, None),
             };
@@ -129,7 +128,7 @@ impl Queue {
             name: job.name.clone(),
             data,
             opts: next.opts,
-            repeat: Some((next.key, next.next_millis, "next")),
+            repeat: Some(Repeat { key: next.key, next_millis: next.next_millis, mode: RepeatMode::Next }),
         };
         let mut ids = self.add_prepared(vec![prepared], now).await?;
         Ok(ids.pop().filter(|id| !id.is_empty()))
@@ -139,104 +138,77 @@ impl Queue {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut args: Vec<String> = vec![self.keys.base().to_owned(), self.token.clone(), jobs.len().to_string()];
-        for Prepared { name, data, opts, repeat } in jobs {
-            args.extend([
-                opts.job_id.clone().unwrap_or_default(),
+        let jobs = jobs
+            .into_iter()
+            .map(|Prepared { name, data, opts, repeat }| scripts::JobToAdd {
+                custom_id: opts.job_id.clone(),
                 name,
                 data,
-                opts.to_json(),
-                opts.timestamp.unwrap_or(now).to_string(),
-                opts.delay.unwrap_or(0).to_string(),
-                opts.priority.unwrap_or(0).to_string(),
-                if opts.lifo == Some(true) { "1" } else { "0" }.to_owned(),
-                repeat.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
-                repeat.as_ref().map(|r| r.1.to_string()).unwrap_or_default(),
-                repeat.as_ref().map(|r| r.2).unwrap_or_default().to_owned(),
-            ]);
-        }
-        let k = &self.keys;
-        let keys = [k.wait(), k.paused(), k.meta_paused(), k.id(), k.delayed(), k.priority()];
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        scripts::ADD_JOBS.run(&self.conn, &keys, args).await
+                opts: opts.to_json(),
+                timestamp: opts.timestamp.unwrap_or(now),
+                delay: opts.delay.unwrap_or(0),
+                priority: opts.priority.unwrap_or(0),
+                lifo: opts.lifo == Some(true),
+                repeat,
+            })
+            .collect();
+        scripts::AddJobs { keys: &self.keys, token: &self.token, jobs }.run(&self.conn).await
     }
 
     /// The job's state, read atomically; `None` when the job does not exist.
     pub async fn get_job_state(&self, id: &str) -> Result<Option<JobState>> {
-        let state: String = scripts::GET_STATE.run(&self.conn, &[&self.keys.job(id)], (self.keys.base(), id)).await?;
-        match state.as_str() {
-            "missing" => Ok(None),
-            other => JobState::parse(other).map(Some),
-        }
+        scripts::GetState { keys: &self.keys, job_id: id }.run(&self.conn).await
     }
 
     /// Appends a log line to a job; returns the number of lines.
     pub async fn add_log(&self, id: &str, line: &str) -> Result<u64> {
         validate_existing_job_id(id)?;
-        let code: i64 = scripts::ADD_LOG.run(&self.conn, &[&self.keys.job(id)], (self.keys.logs(id), line)).await?;
-        check_code(&scripts::ADD_LOG, code, id, self.name()).map(|n| n as u64)
+        scripts::AddLog { keys: &self.keys, job_id: id, line }.run(&self.conn).await
     }
 
     /// Sets a job's progress (any JSON) and publishes it on the `progress` channel.
     pub async fn update_progress(&self, id: &str, progress: &Value) -> Result<()> {
         validate_existing_job_id(id)?;
-        let args = (self.keys.progress_channel(), id, progress.to_string());
-        let code: i64 = scripts::UPDATE_PROGRESS.run(&self.conn, &[&self.keys.job(id)], args).await?;
-        check_code(&scripts::UPDATE_PROGRESS, code, id, self.name()).map(drop)
+        scripts::UpdateProgress { keys: &self.keys, job_id: id, progress }.run(&self.conn).await
     }
 
     /// Replaces a job's data.
     pub async fn update_data(&self, id: &str, data: impl Serialize) -> Result<()> {
         validate_existing_job_id(id)?;
         let data = serde_json::to_string(&data).map_err(|source| Error::Json { what: "job data", source })?;
-        let code: i64 = scripts::UPDATE_DATA.run(&self.conn, &[&self.keys.job(id)], data).await?;
-        check_code(&scripts::UPDATE_DATA, code, id, self.name()).map(drop)
+        scripts::UpdateData { keys: &self.keys, job_id: id, data: &data }.run(&self.conn).await
     }
 
     /// Pauses the queue for every worker (Bull's global pause). Active jobs finish.
     pub async fn pause(&self) -> Result<()> {
-        let k = &self.keys;
-        let keys = [k.wait(), k.paused(), k.meta_paused(), k.paused_channel(), k.meta()];
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        scripts::PAUSE.run::<i64>(&self.conn, &keys, "paused").await.map(drop)
+        scripts::Pause { keys: &self.keys, event: PauseEvent::Paused }.run(&self.conn).await
     }
 
     /// Resumes a globally paused queue.
     pub async fn resume(&self) -> Result<()> {
-        let k = &self.keys;
-        let keys = [k.paused(), k.wait(), k.meta_paused(), k.resumed_channel(), k.meta()];
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        scripts::PAUSE.run::<i64>(&self.conn, &keys, "resumed").await.map(drop)
+        scripts::Pause { keys: &self.keys, event: PauseEvent::Resumed }.run(&self.conn).await
     }
 
     /// Removes a job and its logs from every list and set. Refused while a worker holds its lock.
     pub async fn remove(&self, id: &str) -> Result<()> {
         validate_existing_job_id(id)?;
-        let code: i64 = scripts::REMOVE_JOB.run(&self.conn, &[&self.keys.job(id)], (self.keys.base(), id)).await?;
-        check_code(&scripts::REMOVE_JOB, code, id, self.name()).map(drop)
+        scripts::RemoveJob { keys: &self.keys, job_id: id }.run(&self.conn).await
     }
 
     /// Moves one failed job back to waiting (Bull's `job.retry()`).
     pub async fn retry_job(&self, id: &str) -> Result<()> {
         validate_existing_job_id(id)?;
-        let keys = [self.keys.job(id), self.keys.meta_paused()];
-        let code: i64 = scripts::RETRY_JOB
-            .run(&self.conn, &[&keys[0], &keys[1]], (self.keys.base(), id, now_ms(), &self.token))
-            .await?;
-        check_code(&scripts::RETRY_JOB, code, id, self.name()).map(drop)
+        scripts::RetryJob { keys: &self.keys, job_id: id, now: now_ms(), token: &self.token }.run(&self.conn).await
     }
 
     /// Moves every failed job back to waiting, `batch` per script call; returns how many moved.
     /// `progress` is called after each batch with the number moved so far.
     pub async fn retry_all_failed(&self, batch: usize, mut progress: impl FnMut(u64)) -> Result<u64> {
         let batch = batch.max(1);
-        let keys = [self.keys.failed(), self.keys.meta_paused()];
         let mut moved = 0u64;
         loop {
-            let before: u64 = self.conn.query(redis::cmd("ZCARD").arg(&keys[0])).await?;
-            let left: u64 = scripts::RETRY_JOBS
-                .run(&self.conn, &[&keys[0], &keys[1]], (self.keys.base(), batch, &self.token))
-                .await?;
+            let before: u64 = self.conn.query(redis::cmd("ZCARD").arg(self.keys.failed())).await?;
+            let left = scripts::RetryJobs { keys: &self.keys, batch, token: &self.token }.run(&self.conn).await?;
             moved += before.saturating_sub(left).min(batch as u64);
             progress(moved);
             if left == 0 || before == 0 {
@@ -248,26 +220,14 @@ impl Queue {
     /// Moves a delayed job to waiting now.
     pub async fn promote(&self, id: &str) -> Result<()> {
         validate_existing_job_id(id)?;
-        let k = &self.keys;
-        let keys = [k.delayed(), k.meta_paused(), k.priority()];
-        let code: i64 =
-            scripts::PROMOTE.run(&self.conn, &[&keys[0], &keys[1], &keys[2]], (k.base(), id, &self.token)).await?;
-        check_code(&scripts::PROMOTE, code, id, self.name()).map(drop)
+        scripts::Promote { keys: &self.keys, job_id: id, token: &self.token }.run(&self.conn).await
     }
 
     /// Removes up to `limit` (0 = all) jobs in `state` older than `grace`, skipping locked ones;
     /// returns their ids.
     pub async fn clean(&self, grace: Duration, state: JobState, limit: usize) -> Result<Vec<String>> {
-        let Some(suffix) = state.key_suffix() else {
-            return Err(Error::InvalidOptions("cannot clean stuck jobs: they are in no list".into()));
-        };
         let cutoff = now_ms().saturating_sub(grace.as_millis() as u64);
-        let kind = if state.is_list() { "list" } else { "zset" };
-        let finished = matches!(state, JobState::Completed | JobState::Failed);
-        let key = self.keys.key(suffix);
-        scripts::CLEAN_JOBS
-            .run(&self.conn, &[&key], (self.keys.base(), cutoff, limit, kind, if finished { "1" } else { "0" }))
-            .await
+        scripts::CleanJobs { keys: &self.keys, state, cutoff, limit }.run(&self.conn).await
     }
 
     /// Deletes the queue and every job in it. Refuses while jobs are active unless `force`;
@@ -279,19 +239,12 @@ impl Queue {
             return Err(Error::ActiveJobs(self.name().to_owned()));
         }
         self.pause().await?;
-        let keys = [self.keys.meta_paused(), self.keys.active()];
         let mut batches = 0;
         loop {
-            let code: i64 = scripts::OBLITERATE
-                .run(
-                    &self.conn,
-                    &[&keys[0], &keys[1]],
-                    (self.keys.base(), DEFAULT_BATCH, if force { "1" } else { "0" }),
-                )
-                .await?;
+            let done = scripts::Obliterate { keys: &self.keys, batch: DEFAULT_BATCH, force }.run(&self.conn).await?;
             batches += 1;
             progress(batches);
-            if check_code(&scripts::OBLITERATE, code, "", self.name())? == 0 {
+            if done == Batches::Done {
                 return Ok(());
             }
         }

@@ -5,16 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use redis::Value as RedisValue;
-use serde_json::json;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::fetch::{Fetched, Taken, parse_taken};
 use super::{ActiveEntry, QueueState, Shared};
 use crate::bull::job::Job;
-use crate::bull::options::KeepJobs;
-use crate::bull::scripts::{self, check_code};
+use crate::bull::scripts::{CompleteJob, FailAction, FailJob, Recorded};
 use crate::clock::now_ms;
 use crate::error::Error;
 use crate::handler::{ActiveJob, Outcome};
@@ -208,20 +205,24 @@ async fn finish(
 ) -> Option<Taken> {
     let now = now_ms();
     let next_lock = shared.next_lock();
-    let (script, call, decided) = match &outcome {
+    let (call, decided) = match &outcome {
         Outcome::Completed(value) => {
-            (&*scripts::COMPLETE_JOB, completion(shared, q, job, lock, value, fetch_next, &next_lock, now), None)
+            (Call::Complete(completion(shared, q, job, lock, value, fetch_next, &next_lock, now)), None)
         }
         failure => {
             let attempts_made = job.attempts_made + 1;
             let next = after_failure(q, job, failure, attempts_made, now);
-            (&*scripts::FAIL_JOB, failure_call(q, job, lock, failure, &next, attempts_made, now), Some(next))
+            (Call::Fail(failure_call(q, job, lock, failure, &next, attempts_made, now)), Some(next))
         }
     };
     let deadline = Instant::now() + shared.settings.lock_duration / 2;
     let mut repeated = false;
     let reply = loop {
-        match script.run::<RedisValue>(q.queue.connection(), &call.keys(), call.args.clone()).await {
+        let recorded = match &call {
+            Call::Complete(complete) => complete.run(q.queue.connection()).await,
+            Call::Fail(fail) => fail.run(q.queue.connection()).await,
+        };
+        match recorded {
             Ok(reply) => break reply,
             Err(e) if e.is_retryable() && Instant::now() < deadline && !shared.abandoned.load(Ordering::Acquire) => {
                 tracing::warn!(error = %e, "recording the outcome failed; retrying");
@@ -235,30 +236,28 @@ async fn finish(
         }
     };
     match reply {
-        RedisValue::Int(code) => match check_code(script, code, &job.id, q.queue.name()) {
-            Ok(_) => {
-                count(shared, decided.as_ref());
-                None
-            }
-            Err(Error::LockLost { .. } | Error::WrongState { .. }) if repeated => {
-                // An earlier call whose reply was lost did the work.
-                count(shared, decided.as_ref());
-                None
-            }
-            Err(e @ Error::LockLost { .. }) => {
-                lost.store(true, Ordering::Release);
-                shared.counters.lost_locks.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, "result discarded: another worker owns the job now");
-                None
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "result discarded");
-                None
-            }
-        },
-        other => {
+        Recorded::Done(None) => {
             count(shared, decided.as_ref());
-            match parse_taken(other, q.queue.name(), next_lock) {
+            None
+        }
+        Recorded::Refused(Error::LockLost { .. } | Error::WrongState { .. }) if repeated => {
+            // An earlier call whose reply was lost did the work.
+            count(shared, decided.as_ref());
+            None
+        }
+        Recorded::Refused(e @ Error::LockLost { .. }) => {
+            lost.store(true, Ordering::Release);
+            shared.counters.lost_locks.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(error = %e, "result discarded: another worker owns the job now");
+            None
+        }
+        Recorded::Refused(e) => {
+            tracing::warn!(error = %e, "result discarded");
+            None
+        }
+        Recorded::Done(Some(fetched)) => {
+            count(shared, decided.as_ref());
+            match parse_taken(fetched, q.queue.name(), next_lock) {
                 Ok(Fetched::Job(taken)) => Some(taken),
                 Ok(_) => None,
                 Err(e) => {
@@ -270,64 +269,48 @@ async fn finish(
     }
 }
 
-/// A script call: its keys and arguments.
-struct Call {
-    keys: Vec<String>,
-    args: Vec<String>,
-}
-
-impl Call {
-    fn keys(&self) -> Vec<&str> {
-        self.keys.iter().map(String::as_str).collect()
-    }
+/// The script that records an attempt's outcome.
+enum Call<'a> {
+    Complete(CompleteJob<'a>),
+    Fail(FailJob<'a>),
 }
 
 #[allow(clippy::too_many_arguments)]
-fn completion(
-    shared: &Shared,
-    q: &QueueState,
-    job: &Job,
-    lock: &str,
-    value: &serde_json::Value,
+fn completion<'a>(
+    shared: &'a Shared,
+    q: &'a QueueState,
+    job: &'a Job,
+    lock: &'a str,
+    value: &'a serde_json::Value,
     fetch_next: bool,
-    next_lock: &str,
+    next_lock: &'a str,
     now: u64,
-) -> Call {
-    let keys = q.queue.keys();
-    let returnvalue = value.to_string();
-    let (age, count) = KeepJobs::normalized(job.opts.remove_on_complete.as_ref());
-    let event = json!({"jobId": job.id, "val": returnvalue}).to_string();
-    Call {
-        keys: vec![keys.active(), keys.completed(), keys.wait(), keys.priority(), keys.stalled()],
-        args: vec![
-            keys.base().to_owned(),
-            job.id.clone(),
-            lock.to_owned(),
-            now.to_string(),
-            returnvalue,
-            age.map(|a| a.to_string()).unwrap_or_default(),
-            count.to_string(),
-            event,
-            if fetch_next { "1" } else { "0" }.to_owned(),
-            shared.settings.lock_duration.as_millis().to_string(),
-            if job.debounce_id.is_some() { "1" } else { "0" }.to_owned(),
-            next_lock.to_owned(),
-            shared.token.clone(),
-        ],
+) -> CompleteJob<'a> {
+    CompleteJob {
+        keys: q.queue.keys(),
+        job_id: &job.id,
+        lock,
+        now,
+        returnvalue: value,
+        keep: job.opts.remove_on_complete.as_ref(),
+        fetch_next,
+        lock_duration: shared.settings.lock_duration,
+        debounced: job.debounce_id.is_some(),
+        next_lock,
+        worker_token: &shared.token,
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn failure_call(
-    q: &QueueState,
-    job: &Job,
-    lock: &str,
+fn failure_call<'a>(
+    q: &'a QueueState,
+    job: &'a Job,
+    lock: &'a str,
     failure: &Outcome,
     next: &Next,
     attempts_made: u64,
     now: u64,
-) -> Call {
-    let keys = q.queue.keys();
+) -> FailJob<'a> {
     let reason = match (next, failure) {
         (Next::Fail(reason), _) => reason.clone(),
         (_, Outcome::Retry(r) | Outcome::RetryAfter(_, r) | Outcome::Unrecoverable(r)) => r.clone(),
@@ -339,38 +322,22 @@ fn failure_call(
         let excess = stacktrace.len().saturating_sub(limit as usize);
         stacktrace.drain(..excess);
     }
-    let (mode, due) = match next {
-        Next::RetryNow => ("retry", 0),
-        Next::RetryAt(due) => ("delay", *due),
-        Next::Fail(_) => ("fail", 0),
+    let action = match next {
+        Next::RetryNow => FailAction::Retry,
+        Next::RetryAt(due) => FailAction::Delay(*due),
+        Next::Fail(_) => FailAction::Fail,
     };
-    tracing::info!(mode, reason, "attempt failed");
-    let (age, count) = KeepJobs::normalized(job.opts.remove_on_fail.as_ref());
-    let event = json!({"jobId": job.id, "val": reason}).to_string();
-    Call {
-        keys: vec![
-            keys.active(),
-            keys.failed(),
-            keys.wait(),
-            keys.paused(),
-            keys.meta_paused(),
-            keys.priority(),
-            keys.delayed(),
-        ],
-        args: vec![
-            keys.base().to_owned(),
-            job.id.clone(),
-            lock.to_owned(),
-            now.to_string(),
-            reason,
-            serde_json::to_string(&stacktrace).unwrap_or_else(|_| "[]".into()),
-            attempts_made.to_string(),
-            mode.to_owned(),
-            due.to_string(),
-            age.map(|a| a.to_string()).unwrap_or_default(),
-            count.to_string(),
-            event,
-        ],
+    tracing::info!(mode = action.mode(), reason, "attempt failed");
+    FailJob {
+        keys: q.queue.keys(),
+        job_id: &job.id,
+        lock,
+        now,
+        reason,
+        stacktrace,
+        attempts_made,
+        action,
+        keep: job.opts.remove_on_fail.as_ref(),
     }
 }
 
@@ -391,7 +358,7 @@ mod tests {
     use std::sync::Mutex;
     use std::sync::atomic::AtomicU64;
 
-    use serde_json::Value;
+    use serde_json::{Value, json};
     use tokio::sync::{Notify, Semaphore};
 
     use super::*;

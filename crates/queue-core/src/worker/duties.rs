@@ -64,13 +64,9 @@ pub(super) async fn renew_locks(shared: Arc<Shared>, queues: Vec<Arc<QueueState>
 }
 
 async fn renew(shared: &Shared, q: &QueueState, held: Vec<(String, String)>) {
-    let keys = q.queue.keys();
-    let mut args = vec![keys.base().to_owned(), shared.settings.lock_duration.as_millis().to_string()];
-    for (id, lock) in held.iter() {
-        args.push(id.clone());
-        args.push(lock.clone());
-    }
-    match scripts::EXTEND_LOCKS.run::<Vec<String>>(q.queue.connection(), &[&keys.stalled()], args).await {
+    let renewal =
+        scripts::ExtendLocks { keys: q.queue.keys(), lock_duration: shared.settings.lock_duration, held: &held };
+    match renewal.run(q.queue.connection()).await {
         Ok(lost) => {
             let active = q.active.lock().expect("active lock");
             for id in lost {
@@ -95,25 +91,14 @@ pub(super) async fn check_stalled(shared: Arc<Shared>, queues: Vec<Arc<QueueStat
     loop {
         tick.tick().await;
         for q in &queues {
-            let keys = q.queue.keys();
-            let k = [
-                keys.stalled(),
-                keys.wait(),
-                keys.active(),
-                keys.failed(),
-                keys.stalled_check(),
-                keys.meta_paused(),
-                keys.paused(),
-            ];
-            let k: Vec<&str> = k.iter().map(String::as_str).collect();
-            let args = (
-                shared.settings.max_stalled_count,
-                keys.base(),
-                now_ms(),
-                shared.settings.stalled_interval.as_millis() as u64,
-            );
-            match scripts::MOVE_STALLED.run::<(Vec<String>, Vec<String>)>(q.queue.connection(), &k, args).await {
-                Ok((failed, recovered)) => {
+            let check = scripts::MoveStalledJobsToWait {
+                keys: q.queue.keys(),
+                max_stalled_count: shared.settings.max_stalled_count,
+                now: now_ms(),
+                stalled_interval: shared.settings.stalled_interval,
+            };
+            match check.run(q.queue.connection()).await {
+                Ok(scripts::Stalled { failed, recovered }) => {
                     if !failed.is_empty() || !recovered.is_empty() {
                         tracing::warn!(queue = q.queue.name(), ?failed, ?recovered, "stalled jobs handled");
                     }
@@ -130,18 +115,12 @@ pub(super) async fn check_stalled(shared: Arc<Shared>, queues: Vec<Arc<QueueStat
 }
 
 pub(super) async fn promote_delayed(shared: Arc<Shared>, q: Arc<QueueState>) {
-    let keys = q.queue.keys();
-    let k = [keys.delayed(), keys.wait(), keys.paused(), keys.meta_paused(), keys.priority()];
-    let k: Vec<&str> = k.iter().map(String::as_str).collect();
     let guard = shared.settings.guard_interval;
     loop {
         let now = now_ms();
-        let wait = match scripts::PROMOTE_DELAYED
-            .run::<Option<String>>(q.queue.connection(), &k, (keys.base(), now, &shared.token))
-            .await
-        {
-            Ok(Some(score)) => {
-                let due = score.parse::<f64>().map_or(now, crate::bull::keys::due_from_score);
+        let promotion = scripts::PromoteDelayed { keys: q.queue.keys(), now, token: &shared.token };
+        let wait = match promotion.run(q.queue.connection()).await {
+            Ok(Some(due)) => {
                 q.next_due.store(due, Ordering::Release);
                 // Promotion takes due < now, so wake a millisecond after the due time.
                 Duration::from_millis(due.saturating_sub(now) + 1).min(guard)

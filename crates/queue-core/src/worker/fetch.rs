@@ -112,28 +112,19 @@ async fn fetch(shared: &Shared, q: &QueueState) -> Result<Fetched> {
 
 /// Runs `moveToActive` for `id` (a job a blocking pop moved) or for the next waiting job ("").
 pub(super) async fn move_to_active(shared: &Shared, q: &QueueState, id: &str) -> Result<Fetched> {
-    let keys = q.queue.keys();
-    let k = [keys.wait(), keys.active(), keys.priority(), keys.stalled(), keys.limiter(), keys.delayed()];
-    let k: Vec<&str> = k.iter().map(String::as_str).collect();
-    let (max, duration, group) = match q.limiter {
-        Some(l) => (l.max.to_string(), l.duration.as_millis().to_string(), if l.per_group { "1" } else { "0" }),
-        None => (String::new(), String::new(), "0"),
-    };
     let lock = shared.next_lock();
-    let publish_drained = if q.drained.load(Ordering::Acquire) { "0" } else { "1" };
-    let args = (
-        keys.base(),
-        &lock,
-        shared.settings.lock_duration.as_millis() as u64,
-        now_ms(),
-        id,
-        max,
-        duration,
-        group,
-        &shared.token,
-        publish_drained,
-    );
-    let reply: RedisValue = scripts::MOVE_TO_ACTIVE.run(q.queue.connection(), &k, args).await?;
+    let reply = scripts::MoveToActive {
+        keys: q.queue.keys(),
+        lock: &lock,
+        lock_duration: shared.settings.lock_duration,
+        now: now_ms(),
+        popped: id,
+        limiter: q.limiter.map(|l| scripts::Limiter { max: l.max, duration: l.duration, per_group: l.per_group }),
+        worker_token: &shared.token,
+        publish_drained: !q.drained.load(Ordering::Acquire),
+    }
+    .run(q.queue.connection())
+    .await?;
     let fetched = parse_taken(reply, q.queue.name(), lock)?;
     q.drained.store(matches!(fetched, Fetched::Idle), Ordering::Release);
     Ok(fetched)
