@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use queue_core::tooling::Raw;
 use queue_core::{
-    Connections, JobOptions, Outcome, Queue, QueueSpec, RedisConfig, RedisUrl, Worker, WorkerSettings, handler,
+    Connections, JobOptions, Outcome, Queue, QueueAdmin, QueueSpec, RedisConfig, RedisUrl, Worker, WorkerSettings,
+    handler,
 };
 use serde_json::json;
 
@@ -160,8 +161,8 @@ async fn main() -> anyhow::Result<()> {
     samples.sort_by(f64::total_cmp);
 
     // Clean up this run's keys.
-    q.obliterate(true, |_| {}).await?;
-    lq.obliterate(true, |_| {}).await?;
+    QueueAdmin::from_queue(q).obliterate(true, |_| {}).await?;
+    QueueAdmin::from_queue(lq).obliterate(true, |_| {}).await?;
 
     let jobs = args.jobs as f64;
     // Peak resident memory of this process (worker + producer), from the kernel.

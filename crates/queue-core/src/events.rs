@@ -27,7 +27,7 @@ use crate::connection::role::Role;
 use crate::connection::subscriber::{PubSubMessage, Subscriber, SubscriberEvent};
 use crate::connections::Connections;
 use crate::error::{Error, Result};
-use crate::queue::Queue;
+use crate::queue::QueueView;
 
 /// How often [`wait_until_finished`] re-reads the job's state besides listening for its
 /// `completed`/`failed` message: the longest a lost message can delay it. Bull's
@@ -37,7 +37,7 @@ pub const FINISHED_WATCHDOG: Duration = Duration::from_secs(1);
 
 /// One of Bull's global events, or a gap in them.
 ///
-/// `queue` is the queue's name (the prefix is the one its [`Queue`] was made with).
+/// `queue` is the queue's name (the prefix is the one its [`QueueView`] was made with).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum QueueEvent {
@@ -180,11 +180,11 @@ pub struct QueueEvents {
 impl QueueEvents {
     /// Subscribes to every global event of `queues` (no queue is fine: then only the gaps are
     /// seen). Fails with [`Error::Config`] when the connection plan has no subscriber.
-    pub async fn new(connections: &Connections, queues: &[&Queue]) -> Result<Self> {
+    pub async fn new(connections: &Connections, queues: &[&QueueView]) -> Result<Self> {
         Self::subscribe(subscriber_of(connections)?, queues, &Kind::ALL).await
     }
 
-    async fn subscribe(subscriber: &Subscriber, queues: &[&Queue], kinds: &[Kind]) -> Result<Self> {
+    async fn subscribe(subscriber: &Subscriber, queues: &[&QueueView], kinds: &[Kind]) -> Result<Self> {
         // The receiver exists before the first SUBSCRIBE, so whatever is published once a
         // subscription is confirmed reaches it.
         let receiver = subscriber.events();
@@ -236,7 +236,7 @@ impl QueueEvents {
 /// Failed reads after the first are logged and retried at the next tick when they are
 /// [retryable](Error::is_retryable), so a Redis outage makes it wait longer, not fail.
 pub async fn wait_until_finished(
-    queue: &Queue,
+    queue: &QueueView,
     connections: &Connections,
     job_id: &str,
     timeout: Option<Duration>,
@@ -253,7 +253,7 @@ pub async fn wait_until_finished(
     }
 }
 
-async fn wait(queue: &Queue, subscriber: &Subscriber, id: &str) -> Result<Result<Value, String>> {
+async fn wait(queue: &QueueView, subscriber: &Subscriber, id: &str) -> Result<Result<Value, String>> {
     let mut events = QueueEvents::subscribe(subscriber, &[queue], &[Kind::Completed, Kind::Failed]).await?;
     match check(queue, id).await? {
         Check::Done(outcome) => return Ok(outcome),
@@ -320,7 +320,7 @@ enum Check {
     Done(Result<Value, String>),
 }
 
-async fn check(queue: &Queue, id: &str) -> Result<Check> {
+async fn check(queue: &QueueView, id: &str) -> Result<Check> {
     let state = match queue.get_job_state(id).await? {
         None => return Ok(Check::Missing),
         Some(state @ (JobState::Completed | JobState::Failed)) => state,

@@ -38,7 +38,7 @@ pub use heartbeat::{DEFAULT_HEARTBEAT_INTERVAL, HeartbeatRecord};
 // Jobs and queues, in Bull's shapes.
 pub use bull::job::{DEFAULT_JOB_NAME, Job, JobState};
 pub use bull::options::{Backoff, JobOptions, KeepJobs, RepeatOptions};
-pub use queue::{JobCounts, JobLogs, NewJob, Queue, QueueView};
+pub use queue::{JobCounts, JobLogs, NewJob, Queue, QueueAdmin, QueueView};
 
 // Processing.
 pub use handler::{ActiveJob, Handler, HandlerFuture, Outcome, handler, typed_handler};

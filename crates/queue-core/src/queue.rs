@@ -1,22 +1,22 @@
 //! A Bull queue, producer and operator side: add, read, pause, repair.
 
-use std::time::Duration;
-
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::bull::job::{DEFAULT_JOB_NAME, Job, JobState};
+use crate::bull::job::{DEFAULT_JOB_NAME, Job};
 use crate::bull::keys::validate_existing_job_id;
 use crate::bull::options::JobOptions;
 use crate::bull::repeat;
-use crate::bull::scripts::{self, Batches, PauseEvent, Repeat, RepeatMode};
+use crate::bull::scripts::{self, Repeat, RepeatMode};
 use crate::clock::now_ms;
 use crate::connection::command::CommandConnection;
 use crate::connections::Connections;
 use crate::error::{Error, Result};
 
+mod admin;
 mod view;
 
+pub use admin::QueueAdmin;
 pub use view::{JobCounts, JobLogs, QueueView};
 
 /// Jobs moved per script call by `retry_all_failed`, `obliterate`.
@@ -155,11 +155,6 @@ impl Queue {
         scripts::AddJobs { keys: &self.keys, token: &self.token, jobs }.run(&self.conn).await
     }
 
-    /// The job's state, read atomically; `None` when the job does not exist.
-    pub async fn get_job_state(&self, id: &str) -> Result<Option<JobState>> {
-        scripts::GetState { keys: &self.keys, job_id: id }.run(&self.conn).await
-    }
-
     /// Appends a log line to a job; returns the number of lines.
     pub async fn add_log(&self, id: &str, line: &str) -> Result<u64> {
         validate_existing_job_id(id)?;
@@ -179,74 +174,10 @@ impl Queue {
         scripts::UpdateData { keys: &self.keys, job_id: id, data: &data }.run(&self.conn).await
     }
 
-    /// Pauses the queue for every worker (Bull's global pause). Active jobs finish.
-    pub async fn pause(&self) -> Result<()> {
-        scripts::Pause { keys: &self.keys, event: PauseEvent::Paused }.run(&self.conn).await
-    }
-
-    /// Resumes a globally paused queue.
-    pub async fn resume(&self) -> Result<()> {
-        scripts::Pause { keys: &self.keys, event: PauseEvent::Resumed }.run(&self.conn).await
-    }
-
-    /// Removes a job and its logs from every list and set. Refused while a worker holds its lock.
+    /// Removes a job and its logs from every list and set, as Bull's `job.remove()` does: a
+    /// producer withdrawing a job it added. Refused while a worker holds its lock.
     pub async fn remove(&self, id: &str) -> Result<()> {
         validate_existing_job_id(id)?;
         scripts::RemoveJob { keys: &self.keys, job_id: id }.run(&self.conn).await
-    }
-
-    /// Moves one failed job back to waiting (Bull's `job.retry()`).
-    pub async fn retry_job(&self, id: &str) -> Result<()> {
-        validate_existing_job_id(id)?;
-        scripts::RetryJob { keys: &self.keys, job_id: id, now: now_ms(), token: &self.token }.run(&self.conn).await
-    }
-
-    /// Moves every failed job back to waiting, `batch` per script call; returns how many moved.
-    /// `progress` is called after each batch with the number moved so far.
-    pub async fn retry_all_failed(&self, batch: usize, mut progress: impl FnMut(u64)) -> Result<u64> {
-        let batch = batch.max(1);
-        let mut moved = 0u64;
-        loop {
-            let before: u64 = self.conn.query(redis::cmd("ZCARD").arg(self.keys.failed())).await?;
-            let left = scripts::RetryJobs { keys: &self.keys, batch, token: &self.token }.run(&self.conn).await?;
-            moved += before.saturating_sub(left).min(batch as u64);
-            progress(moved);
-            if left == 0 || before == 0 {
-                return Ok(moved);
-            }
-        }
-    }
-
-    /// Moves a delayed job to waiting now.
-    pub async fn promote(&self, id: &str) -> Result<()> {
-        validate_existing_job_id(id)?;
-        scripts::Promote { keys: &self.keys, job_id: id, token: &self.token }.run(&self.conn).await
-    }
-
-    /// Removes up to `limit` (0 = all) jobs in `state` older than `grace`, skipping locked ones;
-    /// returns their ids.
-    pub async fn clean(&self, grace: Duration, state: JobState, limit: usize) -> Result<Vec<String>> {
-        let cutoff = now_ms().saturating_sub(grace.as_millis() as u64);
-        scripts::CleanJobs { keys: &self.keys, state, cutoff, limit }.run(&self.conn).await
-    }
-
-    /// Deletes the queue and every job in it. Refuses while jobs are active unless `force`;
-    /// otherwise pauses it first (as Bull does) and deletes in batches. `progress` is called after each batch.
-    pub async fn obliterate(&self, force: bool, mut progress: impl FnMut(usize)) -> Result<()> {
-        // Refuse before pausing, so a refused call leaves the queue running. The script checks
-        // again atomically, in case a job became active in between.
-        if !force && self.conn.query::<u64>(redis::cmd("LLEN").arg(self.keys.active())).await? > 0 {
-            return Err(Error::ActiveJobs(self.name().to_owned()));
-        }
-        self.pause().await?;
-        let mut batches = 0;
-        loop {
-            let done = scripts::Obliterate { keys: &self.keys, batch: DEFAULT_BATCH, force }.run(&self.conn).await?;
-            batches += 1;
-            progress(batches);
-            if done == Batches::Done {
-                return Ok(());
-            }
-        }
     }
 }

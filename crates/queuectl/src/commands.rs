@@ -5,14 +5,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use queue_core::{Backoff, Connections, Job, JobOptions, JobState, KeepJobs, Queue};
+use queue_core::{Backoff, Connections, Job, JobOptions, JobState, KeepJobs, QueueAdmin};
 use serde_json::{Value, json};
 
 use crate::cli::{AddArgs, CleanArgs, Global, JobArgs, JobsArgs, ObliterateArgs, RetryArgs};
 use crate::output::{Printer, confirm};
 
-fn queue(connections: &Connections, g: &Global, name: &str) -> anyhow::Result<Queue> {
-    Ok(Queue::with_prefix(connections, &g.prefix, name)?)
+fn queue(connections: &Connections, g: &Global, name: &str) -> anyhow::Result<QueueAdmin> {
+    Ok(QueueAdmin::with_prefix(connections, &g.prefix, name)?)
 }
 
 /// A job as `queuectl job` prints it: Bull's `Job#toJSON` plus `state`.
@@ -173,7 +173,7 @@ pub(crate) async fn obliterate(
     confirm(&format!("delete queue {} and all its jobs", args.queue), g.force)?;
     let q = queue(c, g, &args.queue)?;
     let counts = q.get_job_counts().await?;
-    // Checked here too, not only by the script: `Queue::obliterate` pauses the queue before the
+    // Checked here too, not only by the script: `QueueAdmin::obliterate` pauses the queue before the
     // script refuses, and a refusal must leave the queue as it was (and name the right flag).
     if counts.active > 0 && !args.include_active {
         let (name, active) = (&args.queue, counts.active);

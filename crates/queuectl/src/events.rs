@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use queue_core::{Connections, Queue, QueueEvent, QueueEvents};
+use queue_core::{Connections, QueueEvent, QueueEvents, QueueView};
 use serde_json::{Value, json};
 
 use crate::cli::{EventsArgs, Global};
@@ -34,9 +34,9 @@ pub(crate) fn event_json(event: &QueueEvent) -> Value {
 }
 
 pub(crate) async fn run(c: &Connections, g: &Global, args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let queues: Vec<Queue> =
-        args.queues.iter().map(|q| Queue::with_prefix(c, &g.prefix, q)).collect::<Result<_, _>>()?;
-    let refs: Vec<&Queue> = queues.iter().collect();
+    let queues: Vec<QueueView> =
+        args.queues.iter().map(|q| QueueView::with_prefix(c, &g.prefix, q)).collect::<Result<_, _>>()?;
+    let refs: Vec<&QueueView> = queues.iter().collect();
     let mut events = QueueEvents::new(c, &refs).await?;
     // Subscribed: say so on stderr, so scripts (and tests) know nothing from now on is missed.
     eprintln!("listening");

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::bull::job::{Job, JobState};
 use crate::bull::keys::{HEARTBEAT_NAMESPACE, QueueKeys, due_from_score, escape_glob};
+use crate::bull::scripts;
 use crate::connection::command::CommandConnection;
 use crate::connections::Connections;
 use crate::error::{Error, Result};
@@ -108,6 +109,11 @@ impl QueueView {
             .llen(k.paused());
         let (waiting, active, completed, failed, delayed, paused) = self.conn.query_pipeline(&pipe).await?;
         Ok(JobCounts { waiting, active, completed, failed, delayed, paused })
+    }
+
+    /// The job's state, read atomically; `None` when the job does not exist.
+    pub async fn get_job_state(&self, id: &str) -> Result<Option<JobState>> {
+        scripts::GetState { keys: &self.keys, job_id: id }.run(&self.conn).await
     }
 
     /// Jobs in `states`, `start..=end` of each (negative counts from the end), in Bull's order:

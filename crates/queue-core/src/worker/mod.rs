@@ -156,8 +156,14 @@ pub struct QueueSpec {
 
 impl QueueSpec {
     /// Consume `queue` with up to `concurrency` jobs at once, each run by `handler`.
-    pub fn new(queue: Queue, concurrency: usize, handler: Handler) -> Self {
-        QueueSpec { queue, concurrency: concurrency.max(1), handler, limiter: None, strategies: HashMap::new() }
+    pub fn new(queue: impl Into<Queue>, concurrency: usize, handler: Handler) -> Self {
+        QueueSpec {
+            queue: queue.into(),
+            concurrency: concurrency.max(1),
+            handler,
+            limiter: None,
+            strategies: HashMap::new(),
+        }
     }
 
     /// Applies a rate limiter.

@@ -5,7 +5,7 @@ use queue_core::tooling::keys_of;
 use std::time::Duration;
 
 use queue_core::tooling::now_ms;
-use queue_core::{Connections, Error, JobOptions, Queue, QueueEvent, QueueEvents, Role, wait_until_finished};
+use queue_core::{Connections, Error, JobOptions, QueueAdmin, QueueEvent, QueueEvents, Role, wait_until_finished};
 use serde_json::{Value, json};
 use test_support::NodePeer;
 
@@ -68,7 +68,7 @@ fn failed(queue: &str, id: &str, reason: &str) -> QueueEvent {
 #[tokio::test]
 async fn events_of_jobs_run_by_a_node_worker_arrive_typed() {
     let (connections, peer) = setup();
-    let q = Queue::new(&connections, "work").unwrap();
+    let q = QueueAdmin::new(&connections, "work").unwrap();
     let mut events = QueueEvents::new(&connections, &[&q]).await.unwrap();
     let plain = JobOptions::default();
     let ret = q.add("ret", json!({"ret": {"a": [1, 2]}}), plain.clone()).await.unwrap();
@@ -102,7 +102,7 @@ async fn events_of_jobs_run_by_a_node_worker_arrive_typed() {
 #[tokio::test]
 async fn pause_resume_and_delayed_adds_are_typed() {
     let (connections, peer) = setup();
-    let q = Queue::new(&connections, "ops").unwrap();
+    let q = QueueAdmin::new(&connections, "ops").unwrap();
     let mut events = QueueEvents::new(&connections, &[&q]).await.unwrap();
 
     q.pause().await.unwrap();
@@ -129,7 +129,7 @@ async fn pause_resume_and_delayed_adds_are_typed() {
 #[tokio::test]
 async fn hand_built_payloads_of_other_publishers_are_understood() {
     let (connections, _) = setup();
-    let q = Queue::new(&connections, "hand").unwrap();
+    let q = QueueAdmin::new(&connections, "hand").unwrap();
     let mut events = QueueEvents::new(&connections, &[&q]).await.unwrap();
     let mut conn = raw(&test_support::redis_url()).await;
     let k = keys_of(&q);
@@ -166,9 +166,9 @@ async fn hand_built_payloads_of_other_publishers_are_understood() {
 #[tokio::test]
 async fn two_queues_share_one_subscriber_connection_and_events_name_their_queue() {
     let (connections, peer) = setup();
-    let a = Queue::new(&connections, "a").unwrap();
-    let b = Queue::new(&connections, "b").unwrap();
-    let other = Queue::new(&connections, "other").unwrap();
+    let a = QueueAdmin::new(&connections, "a").unwrap();
+    let b = QueueAdmin::new(&connections, "b").unwrap();
+    let other = QueueAdmin::new(&connections, "other").unwrap();
     let mut both = QueueEvents::new(&connections, &[&a, &b]).await.unwrap();
     let mut only_b = QueueEvents::new(&connections, &[&b]).await.unwrap();
 
@@ -203,7 +203,7 @@ async fn two_queues_share_one_subscriber_connection_and_events_name_their_queue(
 #[tokio::test]
 async fn wait_until_finished_follows_a_node_worker_and_resolves_at_once_when_already_done() {
     let (connections, peer) = setup();
-    let q = Queue::new(&connections, "fin").unwrap();
+    let q = QueueAdmin::new(&connections, "fin").unwrap();
     let plain = JobOptions::default();
     let ok = q.add("ok", json!({"ret": 7}), plain.clone()).await.unwrap();
     let bad = q.add("bad", json!({"failAlways": true}), plain).await.unwrap();
@@ -226,7 +226,7 @@ async fn wait_until_finished_follows_a_node_worker_and_resolves_at_once_when_alr
 #[tokio::test]
 async fn wait_until_finished_resolves_without_a_message_through_its_watchdog() {
     let (connections, _) = setup();
-    let q = Queue::new(&connections, "quiet").unwrap();
+    let q = QueueAdmin::new(&connections, "quiet").unwrap();
     let id = q.add("x", json!({}), JobOptions::default()).await.unwrap();
     let waiter = {
         let (q, connections, id) = (q.clone(), connections.clone(), id.clone());
@@ -263,7 +263,7 @@ async fn wait_until_finished_resolves_without_a_message_through_its_watchdog() {
 #[tokio::test]
 async fn wait_until_finished_reports_missing_jobs_timeouts_and_a_missing_subscriber() {
     let (connections, _) = setup();
-    let q = Queue::new(&connections, "errs").unwrap();
+    let q = QueueAdmin::new(&connections, "errs").unwrap();
     let missing = wait_until_finished(&q, &connections, "404", Some(WAIT)).await.unwrap_err();
     assert!(matches!(&missing, Error::JobNotFound(id) if id == "404"), "{missing:?}");
 
@@ -277,7 +277,7 @@ async fn wait_until_finished_reports_missing_jobs_timeouts_and_a_missing_subscri
     assert!(timeout.is_timeout(), "{timeout:?}");
 
     let command_only = Connections::builder(config(&test_support::redis_url(), 1), "events").build().unwrap();
-    let q = Queue::new(&command_only, "errs").unwrap();
+    let q = QueueAdmin::new(&command_only, "errs").unwrap();
     let no_events = QueueEvents::new(&command_only, &[&q]).await.unwrap_err();
     assert!(matches!(no_events, Error::Config { var: "subscriber", .. }), "{no_events:?}");
     let no_wait = wait_until_finished(&q, &command_only, &id, None).await.unwrap_err();

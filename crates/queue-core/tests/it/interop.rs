@@ -3,14 +3,14 @@
 //! by our getters, and operations on one side are seen by the other.
 
 use queue_core::tooling::keys_of;
-use queue_core::{Backoff, Connections, JobOptions, JobState, KeepJobs, Queue, RepeatOptions};
+use queue_core::{Backoff, Connections, JobOptions, JobState, KeepJobs, QueueAdmin, RepeatOptions};
 use serde_json::{Value, json};
 use test_support::NodePeer;
 
 use crate::support::config;
 
 struct Pair {
-    queue: Queue,
+    queue: QueueAdmin,
     args: Value,
 }
 
@@ -19,7 +19,7 @@ impl Pair {
         let cfg = config(&test_support::redis_url(), 1);
         let args = json!({"redis": test_support::redis_url(), "prefix": cfg.prefix, "queue": name});
         let connections = Connections::builder(cfg, "interop").build().unwrap();
-        Pair { queue: Queue::new(&connections, name).unwrap(), args }
+        Pair { queue: QueueAdmin::new(&connections, name).unwrap(), args }
     }
 
     /// Runs a bull-peer command with this queue's coordinates merged into `extra`.

@@ -213,7 +213,7 @@ async fn logs_progress_and_data_updates() {
             .subscriber(true)
             .build()
             .unwrap();
-    let q = queue_core::Queue::new(&connections, "prog").unwrap();
+    let q = queue_core::QueueAdmin::new(&connections, "prog").unwrap();
     let subscriber = tooling::subscriber(&connections).unwrap();
     let mut events = subscriber.events();
     subscriber.subscribe(&keys_of(&q).progress_channel()).await.unwrap();
@@ -242,8 +242,11 @@ async fn logs_progress_and_data_updates() {
 async fn bad_names_ids_data_and_options_are_refused_before_anything_is_written() {
     let q = queue("strict");
     let mut r = raw(&test_support::redis_url()).await;
-    assert!(matches!(queue_core::Queue::new(&crate::support::shared(), "a:b"), Err(Error::InvalidQueueName { .. })));
-    assert!(matches!(queue_core::Queue::new(&crate::support::shared(), ""), Err(Error::InvalidQueueName { .. })));
+    assert!(matches!(
+        queue_core::QueueAdmin::new(&crate::support::shared(), "a:b"),
+        Err(Error::InvalidQueueName { .. })
+    ));
+    assert!(matches!(queue_core::QueueAdmin::new(&crate::support::shared(), ""), Err(Error::InvalidQueueName { .. })));
     for id in ["wait", "5:lock", ""] {
         let err = q.add("a", json!({}), JobOptions::default().job_id(id)).await.unwrap_err();
         assert!(matches!(err, Error::InvalidJobId { .. }), "{err}");

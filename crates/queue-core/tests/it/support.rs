@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use queue_core::{Connections, Queue, RedisConfig, RedisUrl};
+use queue_core::{Connections, QueueAdmin, RedisConfig, RedisUrl};
 
 /// A configuration for `url` with a unique prefix and the given budget.
 pub(crate) fn config(url: &str, budget: usize) -> RedisConfig {
@@ -18,8 +18,8 @@ pub(crate) fn shared() -> Connections {
 }
 
 /// A queue on fresh connections to the shared Redis, isolated by prefix.
-pub(crate) fn queue(name: &str) -> Queue {
-    Queue::new(&shared(), name).unwrap()
+pub(crate) fn queue(name: &str) -> QueueAdmin {
+    QueueAdmin::new(&shared(), name).unwrap()
 }
 
 /// A plain client for assertions, outside any budget.
