@@ -1,6 +1,19 @@
 //! A Redis job queue that speaks Bull 4's protocol, with explicit connection roles and a hard
 //! connection budget.
 //!
+//! A process builds one [`Connections`] (its budget, one connection per role, its heartbeat)
+//! and takes the handles it needs from it, no more:
+//!
+//! | Handle | For | Can |
+//! |---|---|---|
+//! | [`QueueView`] | health checks, dashboards | read counts, jobs, states, logs; never write |
+//! | [`Queue`] | producers (an API) | add jobs, report progress; reads as a view does |
+//! | [`QueueAdmin`] | operator tools | pause, resume, retry, promote, clean, obliterate |
+//! | [`Worker`] | consumers | process jobs with [`handler`]/[`typed_handler`], until a shutdown |
+//! | [`QueueEvents`] | listeners | Bull's global events, over the one subscriber |
+//!
+//! Raw Redis access, the blocking pool and key helpers are in [`tooling`], for tools and tests.
+//!
 //! ```no_run
 //! use queue_core::{Connections, JobOptions, Queue, RedisConfig};
 //!
@@ -9,7 +22,8 @@
 //! let connections = Connections::builder(config, "api-svc").build()?;
 //! let files = Queue::new(&connections, "files")?;
 //! let id = files.add("__default__", &serde_json::json!({"path": "/data/a.mp4"}), JobOptions::default()).await?;
-//! println!("added job {id}");
+//! println!("added job {id}, now {:?}", files.get_job_state(&id).await?);
+//! connections.close().await;
 //! # Ok(()) }
 //! ```
 #![warn(missing_docs)]

@@ -7,7 +7,7 @@
 //!   commands that would change the shared connection's state are refused before they are sent.
 //! - [`subscriber`] and [`blocking`]: the subscriber connection and the blocking pool of a
 //!   process's [`Connections`].
-//! - [`keys`]: the key names of a queue, and Bull's encodings (delayed scores, repeat keys).
+//! - [`keys_of`]: the key names of a queue, and Bull's encodings (delayed scores, repeat keys).
 
 use crate::connections::Connections;
 use crate::error::{Error, Result};
