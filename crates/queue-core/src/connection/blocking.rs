@@ -157,6 +157,7 @@ impl BlockingPool {
             break conn;
         };
         if let Some(label) = label {
+            // tidy: not a key (a connection name, `<label>:<service>:blocking:<n>`)
             let wanted = format!("{label}:{}", conn.name);
             if conn.current_name != wanted {
                 self.connector.set_name(&mut conn.conn, &wanted).await;
