@@ -713,17 +713,17 @@ fn check_layers(files: &[SourceFile]) -> Vec<Violation> {
             }
         }
     }
-    for cycle in cycles(&graph) {
+    for (cycle, group) in cycles(&graph) {
         let (first, second) = (cycle[0], cycle[1]);
-        let line = graph[first][second].0;
         let steps: Vec<String> =
             cycle.windows(2).map(|w| format!("{}:{} -> {}", w[0], graph[w[0]][w[1]].0, w[1])).collect();
+        let mut message = format!("files import each other in a circle: {}", steps.join(", "));
+        if group.len() > cycle.len() - 1 {
+            let all: Vec<&str> = group.into_iter().collect();
+            message += &format!(" (one of the circles among {} files: {})", all.len(), all.join(", "));
+        }
         let owner = files.iter().find(|f| f.path == first).unwrap();
-        out.push(owner.violation(
-            line,
-            "import-cycle",
-            format!("files import each other in a circle: {}", steps.join(", ")),
-        ));
+        out.push(owner.violation(graph[first][second].0, "import-cycle", message));
     }
     out.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
     out
@@ -761,45 +761,44 @@ fn absolute_path(here: &[String], path: &[String]) -> Option<Vec<String>> {
     Some(base)
 }
 
-/// One shortest circle per strongly connected group of `graph`, as a list of files that ends
-/// where it starts.
-fn cycles<'a>(graph: &BTreeMap<&'a str, BTreeMap<&'a str, (usize, String)>>) -> Vec<Vec<&'a str>> {
-    let successors = |n: &str| graph.get(n).into_iter().flat_map(|m| m.keys().copied()).collect::<Vec<_>>();
-    let reaches = |from: &'a str, to: &'a str| -> Option<Vec<&'a str>> {
-        // Breadth-first from `from`, so the circle found is a shortest one.
-        let mut came_from: BTreeMap<&str, &str> = BTreeMap::new();
+/// For each group of files that import each other in circles (a strongly connected component of
+/// `graph`): one shortest circle through its first file, as a list that ends where it starts, and
+/// the whole group.
+fn cycles<'a>(graph: &BTreeMap<&'a str, BTreeMap<&'a str, (usize, String)>>) -> Vec<(Vec<&'a str>, BTreeSet<&'a str>)> {
+    let successors = |n: &str| graph.get(n).into_iter().flat_map(|m| m.keys().copied()).collect::<Vec<&'a str>>();
+    // Breadth-first from `from`: its first step to each file it reaches, for the shortest way back.
+    let search = |from: &'a str| -> BTreeMap<&'a str, &'a str> {
+        let mut came_from = BTreeMap::new();
         let mut queue = VecDeque::from([from]);
         while let Some(n) = queue.pop_front() {
             for m in successors(n) {
-                if m == to {
-                    let mut path = vec![to, n];
-                    let mut k = n;
-                    while k != from {
-                        k = came_from[k];
-                        path.push(k);
-                    }
-                    path.reverse();
-                    return Some(path);
-                }
-                if m != from && !came_from.contains_key(m) {
-                    came_from.insert(m, n);
+                if let std::collections::btree_map::Entry::Vacant(entry) = came_from.entry(m) {
+                    entry.insert(n);
                     queue.push_back(m);
                 }
             }
         }
-        None
+        came_from
     };
-    let mut reported: BTreeSet<&str> = BTreeSet::new();
+    let reached: BTreeMap<&str, BTreeMap<&str, &str>> = graph.keys().map(|&n| (n, search(n))).collect();
+    let mut grouped: BTreeSet<&str> = BTreeSet::new();
     let mut out = Vec::new();
-    for &node in graph.keys() {
-        if reported.contains(node) {
+    for (&node, came_from) in &reached {
+        if grouped.contains(node) || !came_from.contains_key(node) {
             continue;
         }
-        if let Some(cycle) = reaches(node, node) {
-            // Every file of the circle is reported once, through this circle.
-            reported.extend(cycle.iter().copied());
-            out.push(cycle);
+        let group: BTreeSet<&str> =
+            came_from.keys().copied().filter(|m| reached.get(m).is_some_and(|r| r.contains_key(node))).collect();
+        grouped.extend(&group);
+        let mut cycle = vec![node];
+        let mut k = came_from[node];
+        while k != node {
+            cycle.push(k);
+            k = came_from[k];
         }
+        cycle.push(node);
+        cycle.reverse();
+        out.push((cycle, group));
     }
     out
 }
