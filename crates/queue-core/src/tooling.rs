@@ -9,6 +9,7 @@
 //!   process's [`Connections`].
 //! - [`keys_of`]: the key names of a queue, and Bull's encodings (delayed scores, repeat keys).
 
+use crate::connection::blocking::BLOCKING_COMMANDS;
 use crate::connections::Connections;
 use crate::error::{Error, Result};
 
@@ -25,20 +26,9 @@ pub use crate::queue::DEFAULT_BATCH;
 /// Redis replies, for [`Raw::query`]: `Value` is any reply; `FromRedisValue` types read one.
 pub use redis::{FromRedisValue, Value};
 
-/// Commands [`Raw`] refuses: they block the one shared connection (every queue, lock renewal
-/// and heartbeat of the process waits behind them), turn it into a subscriber or replica, or
-/// change its state for every other caller.
+/// Commands [`Raw`] refuses besides the blocking ones: they turn the one shared connection
+/// into a subscriber or replica, or change its state for every other caller.
 const REFUSED: &[&str] = &[
-    "BLPOP",
-    "BRPOP",
-    "BRPOPLPUSH",
-    "BLMOVE",
-    "BLMPOP",
-    "BZPOPMIN",
-    "BZPOPMAX",
-    "BZMPOP",
-    "WAIT",
-    "WAITAOF",
     "SUBSCRIBE",
     "PSUBSCRIBE",
     "SSUBSCRIBE",
@@ -58,7 +48,8 @@ const REFUSED: &[&str] = &[
     "WATCH",
 ];
 
-/// Refuses what [`REFUSED`] lists, `XREAD`/`XREADGROUP` with `BLOCK`, and `CLIENT
+/// Refuses the blocking commands (`BLOCKING_COMMANDS`, which would hold up every queue, lock
+/// renewal and heartbeat of the process), what [`REFUSED`] lists, `XREAD`/`XREADGROUP` with `BLOCK`, and `CLIENT
 /// SETNAME`/`CLIENT REPLY` (the connection's name says who holds it; a muted reply desyncs it).
 fn check(args: &[&str]) -> Result<()> {
     let Some(name) = args.first() else { return Err(Error::RefusedCommand(String::new())) };
@@ -67,7 +58,11 @@ fn check(args: &[&str]) -> Result<()> {
     let blocking_stream =
         matches!(upper.as_str(), "XREAD" | "XREADGROUP") && args.iter().any(|a| a.eq_ignore_ascii_case("BLOCK"));
     let client_state = upper == "CLIENT" && matches!(sub.as_str(), "SETNAME" | "REPLY");
-    if REFUSED.contains(&upper.as_str()) || blocking_stream || client_state {
+    if BLOCKING_COMMANDS.contains(&upper.as_str())
+        || REFUSED.contains(&upper.as_str())
+        || blocking_stream
+        || client_state
+    {
         return Err(Error::RefusedCommand(if client_state { format!("{upper} {sub}") } else { upper }));
     }
     Ok(())
@@ -130,8 +125,8 @@ mod tests {
     #[test]
     fn blocking_and_state_changing_commands_are_refused() {
         for args in [
-            &["blmove", "a", "b", "RIGHT", "LEFT", "0"][..],
-            &["BRPOPLPUSH", "a", "b", "0"],
+            &[&BLOCKING_COMMANDS[0].to_lowercase(), "a", "b", "RIGHT", "LEFT", "0"][..],
+            &[BLOCKING_COMMANDS[2], "a", "b", "0"],
             &["subscribe", "c"],
             &["XREAD", "BLOCK", "0", "STREAMS", "s", "$"],
             &["client", "setname", "x"],

@@ -61,6 +61,7 @@ fn date_ms(value: &Value) -> Result<u64> {
 /// `jobIdPart` of Bull: `<repeat.jobId>:` or `:`.
 fn job_id_part(repeat: &RepeatOptions) -> String {
     match &repeat.job_id {
+        // tidy: not a key (part of a repeat key, a member of the repeat ZSET)
         Some(id) => format!("{id}:"),
         None => ":".to_owned(),
     }
@@ -70,21 +71,25 @@ fn job_id_part(repeat: &RepeatOptions) -> String {
 /// `cronjob:myrep::Europe/Madrid:*/5 * * * *`.
 pub fn repeat_key(name: &str, repeat: &RepeatOptions) -> Result<String> {
     let end = match &repeat.end_date {
+        // tidy: not a key (part of a repeat key, a member of the repeat ZSET)
         Some(d) => format!("{}:", date_ms(d)?),
         None => ":".to_owned(),
     };
     let suffix = match (&repeat.cron, repeat.every) {
         (Some(cron), _) => {
+            // tidy: not a key (part of a repeat key, a member of the repeat ZSET)
             format!("{}{cron}", repeat.tz.as_deref().map(|tz| format!("{tz}:")).unwrap_or_else(|| ":".into()))
         }
         (None, Some(every)) => every.to_string(),
         (None, None) => return Err(Error::InvalidOptions("repeat needs cron or every".into())),
     };
+    // tidy: not a key (a repeat key is a member of the repeat ZSET, not a Redis key)
     Ok(format!("{name}:{}{end}{suffix}", job_id_part(repeat)))
 }
 
 /// The id of the iteration due at `millis`: `repeat:<md5(name + jobIdPart + md5(key))>:<millis>`.
 pub fn iteration_id(name: &str, repeat: &RepeatOptions, key: &str, millis: u64) -> String {
+    // tidy: not a key (a job id; its hash's key comes from QueueKeys::job)
     format!("repeat:{}:{millis}", md5_hex(&format!("{name}{}{}", job_id_part(repeat), md5_hex(key))))
 }
 

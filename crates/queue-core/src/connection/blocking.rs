@@ -12,6 +12,11 @@ use crate::connection::connector::{Connector, closed_flag};
 use crate::connection::role::Role;
 use crate::error::{Error, Result};
 
+/// Redis's blocking commands: only this module sends them, each on a connection of its own.
+/// `tooling::Raw` refuses them on the shared command connection.
+pub(crate) const BLOCKING_COMMANDS: &[&str] =
+    &["BLMOVE", "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP"];
+
 /// How much longer than the block time a blocking call may take before the watchdog decides the
 /// socket is dead (a blocking command re-sent after a reconnect may never return) and drops it.
 pub const BLOCK_MARGIN: Duration = Duration::from_millis(1_000);
@@ -171,6 +176,7 @@ impl BlockingPool {
             break conn;
         };
         if let Some(label) = label {
+            // tidy: not a key (a connection name, `<label>:<service>:blocking:<n>`)
             let wanted = format!("{label}:{}", conn.name);
             if conn.current_name != wanted {
                 self.connector.set_name(&mut conn.conn, &wanted).await;

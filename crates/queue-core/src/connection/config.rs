@@ -63,6 +63,7 @@ impl RedisUrl {
             Some(at) => {
                 let userinfo = &rest[..at];
                 let user = match userinfo.split_once(':') {
+                    // tidy: not a key (a URL's userinfo with the password masked)
                     Some((user, _)) => format!("{user}:***"),
                     None if userinfo.is_empty() => String::new(),
                     // A lone userinfo without ':' is a password in redis URLs of some clients.

@@ -140,6 +140,7 @@ impl Connector {
             }
         };
         let n = self.sequence[role.index()].fetch_add(1, Ordering::Relaxed);
+        // tidy: not a key (a connection name, `<service>:<role>:<n>`)
         let name = format!("{}:{}:{}", self.service, role, n);
         self.set_name(&mut conn, &name).await;
         tracing::debug!(role = %role, name = %name, endpoint = %self.config.url, "redis connection opened");

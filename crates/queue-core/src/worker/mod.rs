@@ -275,6 +275,7 @@ struct Shared {
 
 impl Shared {
     fn next_lock(&self) -> String {
+        // tidy: not a key (a lock value, `<worker token>:<n>`)
         format!("{}:{}", self.token, self.activations.fetch_add(1, Ordering::Relaxed))
     }
 

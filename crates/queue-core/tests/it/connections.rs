@@ -126,8 +126,19 @@ async fn every_role_survives_client_kill() {
     for (id, _) in &before {
         let _: () = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query_async(&mut r).await.unwrap();
     }
-    // The kill is asynchronous for the client: give the drivers a moment to see the EOF.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The kill is asynchronous for the client. The server closed the three sockets at once; once
+    // the subscriber has seen its EOF and come back (connect, HELLO, SETNAME, SUBSCRIBE), the
+    // command and blocking drivers have seen theirs. Nothing else tells when a driver saw an EOF.
+    let mut reconnected = false;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !reconnected && Instant::now() < deadline {
+        if let Ok(Ok(SubscriberEvent::Reconnected)) =
+            tokio::time::timeout(Duration::from_millis(200), events.recv()).await
+        {
+            reconnected = true;
+        }
+    }
+    assert!(reconnected, "the subscriber did not come back");
 
     q.add("b", json!({}), JobOptions::default()).await.expect("the next command reconnects and succeeds");
     let _: () = r.lpush(keys_of(&q).key("src"), "two").await.unwrap();
@@ -140,9 +151,8 @@ async fn every_role_survives_client_kill() {
         Some("two"),
         "the next blocking call reconnects and succeeds"
     );
-    // The subscriber comes back by itself, resubscribed.
+    // The subscriber came back by itself, resubscribed.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut reconnected = false;
     let mut received = false;
     while Instant::now() < deadline && !received {
         let _: () = r.publish(&channel, "ping").await.unwrap();
@@ -170,6 +180,7 @@ async fn blocking_calls_outlive_the_drivers_default_response_timeout() {
     let pusher = {
         let (url, src) = (url.clone(), src.clone());
         tokio::spawn(async move {
+            // Later than redis-rs's default response timeout (500 ms): that is what is tested.
             tokio::time::sleep(Duration::from_millis(1500)).await;
             let mut r = raw(&url).await;
             let _: () = r.lpush(&src, "late").await.unwrap();
@@ -201,15 +212,30 @@ async fn a_frozen_server_makes_add_time_out_then_recover_by_itself() {
     let q = Queue::new(&connections, "q").unwrap();
     q.add("a", json!({}), JobOptions::default()).await.unwrap();
 
-    for freeze in [["DEBUG", "SLEEP", "2"], ["CLIENT", "PAUSE", "2000"]] {
+    // CLIENT PAUSE answers once the pause is in effect; DEBUG SLEEP answers when it is over.
+    for (freeze, answers_at_once) in [(["DEBUG", "SLEEP", "2"], false), (["CLIENT", "PAUSE", "2000"], true)] {
         let port = server.port();
-        let freezer = std::thread::spawn(move || test_support::resp_command(port, &freeze));
-        std::thread::sleep(Duration::from_millis(100));
-        let (elapsed, result) = timed_add(&q).await;
-        let err = result.expect_err("add must fail while Redis is frozen");
+        let mut freezer = Some(std::thread::spawn(move || test_support::resp_command(port, &freeze)));
+        if answers_at_once {
+            freezer.take().unwrap().join().unwrap();
+        }
+        // Until the server has read DEBUG SLEEP it answers, and an add then says nothing about a
+        // frozen server: add until one meets the freeze.
+        let (elapsed, err) = loop {
+            let (elapsed, result) = timed_add(&q).await;
+            match result {
+                Err(err) => break (elapsed, err),
+                Ok(_) => assert!(
+                    freezer.as_ref().is_some_and(|f| !f.is_finished()),
+                    "{freeze:?}: add must fail while Redis is frozen"
+                ),
+            }
+        };
         assert!(err.is_timeout(), "{freeze:?}: {err}");
         assert!(elapsed < timeout.mul_f64(1.2), "{freeze:?}: failed after {elapsed:?}, limit {timeout:?} + 20%");
-        freezer.join().unwrap();
+        if let Some(freezer) = freezer {
+            freezer.join().unwrap();
+        }
         // CLIENT PAUSE returns at once; wait until the pause is over.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {

@@ -9,7 +9,7 @@ use queue_core::{Connections, Error, JobOptions, QueueAdmin, QueueEvent, QueueEv
 use serde_json::{Value, json};
 use test_support::NodePeer;
 
-use crate::support::{config, raw};
+use crate::support::{client_list, config, eventually, raw};
 
 /// The bound on every wait, so a broken test fails instead of hanging.
 const WAIT: Duration = Duration::from_secs(10);
@@ -225,26 +225,33 @@ async fn wait_until_finished_follows_a_node_worker_and_resolves_at_once_when_alr
 
 #[tokio::test]
 async fn wait_until_finished_resolves_without_a_message_through_its_watchdog() {
-    let (connections, _) = setup();
+    // A service name of its own, to find this test's command connection in CLIENT LIST.
+    let service = test_support::unique("events");
+    let connections =
+        Connections::builder(config(&test_support::redis_url(), 2), &service).subscriber(true).build().unwrap();
     let q = QueueAdmin::new(&connections, "quiet").unwrap();
     let id = q.add("x", json!({}), JobOptions::default()).await.unwrap();
+    // A last command on the connection that the waiter's first read (a script) will replace.
+    assert!(q.get_job(&id).await.unwrap().is_some());
     let waiter = {
         let (q, connections, id) = (q.clone(), connections.clone(), id.clone());
         tokio::spawn(async move { wait_until_finished(&q, &connections, &id, Some(WAIT)).await })
     };
 
-    // Let the waiter subscribe and make its first read, which finds the job waiting.
+    // Let the waiter subscribe and make its first read, which finds the job waiting: nothing else
+    // runs a script on this test's command connection now.
     let mut conn = raw(&test_support::redis_url()).await;
     let k = keys_of(&q);
-    loop {
-        let (_, subscribers): (String, u64) =
-            redis::cmd("PUBSUB").arg("NUMSUB").arg(k.key("completed")).query_async(&mut conn).await.unwrap();
-        if subscribers > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let command_connection = format!("{service}:command:0");
+    let first_read = eventually(WAIT, async || {
+        let clients = client_list(&mut conn).await;
+        clients.iter().any(|c| c["name"] == command_connection && matches!(c["cmd"].as_str(), "evalsha" | "eval"))
+    })
+    .await;
+    assert!(first_read, "the waiter never read the job's state");
+    let (_, subscribers): (String, u64) =
+        redis::cmd("PUBSUB").arg("NUMSUB").arg(k.key("completed")).query_async(&mut conn).await.unwrap();
+    assert!(subscribers > 0, "the waiter subscribes before its first read");
     assert!(!waiter.is_finished(), "{:?}", waiter.await);
 
     // Complete the job by hand, publishing nothing.

@@ -5,4 +5,5 @@ mod events;
 mod interop;
 mod producer;
 mod support;
+mod tidy;
 mod worker;

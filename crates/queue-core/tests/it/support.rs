@@ -1,8 +1,22 @@
 //! Helpers for building connections and inspecting Redis from tests.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use queue_core::{Connections, QueueAdmin, RedisConfig, RedisUrl};
+
+/// Polls `check` every 20 ms until it returns true or `limit` passes. `limit` only bounds a wait
+/// for a state, so a broken test fails instead of hanging; it is never what a test asserts.
+pub(crate) async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
 
 /// A configuration for `url` with a unique prefix and the given budget.
 pub(crate) fn config(url: &str, budget: usize) -> RedisConfig {
@@ -62,4 +76,35 @@ pub(crate) async fn all_client_names(conn: &mut redis::aio::MultiplexedConnectio
             line.split(' ').find_map(|kv| kv.strip_prefix("name=")).filter(|n| !n.is_empty()).map(str::to_owned)
         })
         .collect()
+}
+
+/// `CLIENT LIST`, one map of fields (`id`, `name`, `flags`, `cmd`, …) per connection.
+pub(crate) async fn client_list(conn: &mut redis::aio::MultiplexedConnection) -> Vec<HashMap<String, String>> {
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(conn).await.unwrap();
+    list.lines()
+        .map(|line| {
+            line.split(' ').filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+        })
+        .collect()
+}
+
+/// Names of the connections of `service` that are blocked in a blocking command right now.
+pub(crate) async fn blocked_clients(conn: &mut redis::aio::MultiplexedConnection, service: &str) -> Vec<String> {
+    client_list(conn)
+        .await
+        .into_iter()
+        .filter(|c| c["name"].contains(service) && c["flags"].contains('b'))
+        .map(|c| c["name"].clone())
+        .collect()
+}
+
+/// How many times the server behind `conn` has run `command` (`INFO commandstats`): meaningful on
+/// a private server only.
+pub(crate) async fn command_calls(conn: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap();
+    let wanted = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&wanted))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
 }

@@ -11,19 +11,7 @@ use queue_core::{
 };
 use serde_json::{Value, json};
 
-use crate::support::{config, raw};
-
-/// Polls `check` every 20 ms until it returns true or `limit` passes.
-pub(crate) async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
+use crate::support::{blocked_clients, command_calls, config, eventually, raw};
 
 fn fast() -> WorkerSettings {
     WorkerSettings::default()
@@ -120,11 +108,12 @@ async fn child_worker() {
     let connections = Connections::builder(cfg, "child").blocking(1).build().unwrap();
     let q = Queue::new(&connections, "crash").unwrap();
     let stuck = handler(|_| async {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        std::future::pending::<()>().await;
         Outcome::Completed(Value::Null)
     });
     let _worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q, 4, stuck)]).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3600)).await;
+    // Runs until the parent kills this process.
+    std::future::pending::<()>().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,7 +203,8 @@ async fn a_cpu_bound_handler_keeps_its_lock_and_runs_once() {
     let qb = Queue::new(&connections_b, "cpu").unwrap();
     let b = Worker::start(&connections_b, settings, vec![QueueSpec::new(qb, 1, burn)]).await.unwrap();
     assert!(eventually(Duration::from_secs(15), async || q.get_job_counts().await.unwrap().completed == 1).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every attempt either worker started has ended and been counted.
+    assert!(eventually(Duration::from_secs(5), async || a.stats().active == 0 && b.stats().active == 0).await);
     let (sa, sb) = (a.stats(), b.stats());
     a.close(Duration::from_secs(5)).await;
     b.close(Duration::from_secs(5)).await;
@@ -230,7 +220,11 @@ async fn zero_blocking_workers_wake_on_pub_sub_and_survive_a_lost_subscriber() {
     let service = test_support::unique("zb");
     let connections = Connections::builder(config(&url, 2), &service).subscriber(true).build().unwrap();
     let q = Queue::new(&connections, "zb").unwrap();
-    let poll = Duration::from_secs(10);
+    // No poll comes within the test: every pickup below is a wake-up.
+    let poll = Duration::from_secs(3600);
+    let subscriber = tooling::subscriber(&connections).unwrap();
+    let mut events = subscriber.events();
+    subscriber.subscribe(&keys_of(&q).key("drained")).await.unwrap();
     let starts: Starts = Default::default();
     let worker = Worker::start(
         &connections,
@@ -240,14 +234,27 @@ async fn zero_blocking_workers_wake_on_pub_sub_and_survive_a_lost_subscriber() {
     .await
     .unwrap();
     assert!(!worker.is_blocking());
-    // Let the worker go idle, then add: pub/sub wakes it long before its next poll.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let added = Instant::now();
+    // The worker is idle once its first fetch found the queue drained (and said so); then add:
+    // pub/sub wakes it, as its next poll is an hour away.
+    let idle = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(event) = events.recv().await {
+            if matches!(event, queue_core::tooling::SubscriberEvent::Message(m) if m.channel.ends_with(":drained")) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(idle, Ok(true), "the worker never announced the queue drained");
+    drop(events);
     q.add("a", json!({}), JobOptions::default()).await.unwrap();
-    assert!(eventually(poll / 2, async || q.get_job_counts().await.unwrap().completed == 1).await);
-    assert!(added.elapsed() < poll / 3, "pickup took {:?} with a poll interval of {poll:?}", added.elapsed());
+    assert!(
+        eventually(Duration::from_secs(10), async || q.get_job_counts().await.unwrap().completed == 1).await,
+        "pub/sub did not wake the idle worker (its next poll is {poll:?} away)"
+    );
 
-    // Kill the subscriber connection and add at once: the job is still found.
+    // Kill the subscriber connection and add at once: the messages are lost, the jobs are still
+    // found (the reconnected subscriber wakes the worker to look).
     let mut r = raw(&url).await;
     for (id, name) in crate::support::clients_of(&mut r, &service).await {
         if name.contains(":subscriber:") {
@@ -258,7 +265,7 @@ async fn zero_blocking_workers_wake_on_pub_sub_and_survive_a_lost_subscriber() {
         q.add("b", json!({"i": i}), JobOptions::default()).await.unwrap();
     }
     assert!(
-        eventually(poll * 2, async || q.get_job_counts().await.unwrap().completed == 4).await,
+        eventually(Duration::from_secs(20), async || q.get_job_counts().await.unwrap().completed == 4).await,
         "{:?}",
         q.get_job_counts().await.unwrap()
     );
@@ -279,9 +286,23 @@ async fn survives_a_redis_restart(blocking: usize) {
         .unwrap();
     q.add("before", json!({}), JobOptions::default()).await.unwrap();
     assert!(eventually(Duration::from_secs(5), async || q.get_job_counts().await.unwrap().completed == 1).await);
-    tokio::time::sleep(Duration::from_millis(200)).await; // idle: the blocking pop is waiting
+    // Kill the server while the worker is idle: empty-handed and, in blocking mode, in its pop.
+    let mut r = raw(&server.url()).await;
+    let idle = eventually(Duration::from_secs(5), async || {
+        worker.stats().active == 0 && (blocking == 0 || !blocked_clients(&mut r, "restart").await.is_empty())
+    })
+    .await;
+    assert!(idle, "blocking={blocking}: the worker never went idle");
+    drop(r);
     server.kill();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Restart once the outage has hit every connection the worker uses: each has failed to reconnect.
+    let noticed = eventually(Duration::from_secs(10), async || {
+        let stats = connections.stats();
+        let failed = |role: queue_core::RoleStats| role.planned == 0 || role.connect_failures > 0;
+        failed(stats.command) && failed(stats.subscriber) && failed(stats.blocking)
+    })
+    .await;
+    assert!(noticed, "blocking={blocking}: the worker did not notice the outage: {:?}", connections.stats());
     server.restart();
     let added =
         eventually(Duration::from_secs(10), async || q.add("after", json!({}), JobOptions::default()).await.is_ok())
@@ -469,13 +490,20 @@ async fn node_created_repeatables_keep_running_on_our_worker_until_removed() {
         args["repeat"] = repeat;
         assert_eq!(test_support::NodePeer::run("removeRepeatable", args), true);
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let settled = q.get_job_counts().await.unwrap().completed;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Only fetching an iteration schedules the next, so once no iteration is left in any state
+    // and no repeatable is registered, none can come any more.
+    let settled = eventually(Duration::from_secs(10), async || {
+        let c = q.get_job_counts().await.unwrap();
+        (c.delayed, c.waiting, c.active) == (0, 0, 0)
+    })
+    .await;
     let counts = q.get_job_counts().await.unwrap();
+    let mut r = raw(&url).await;
+    let registered: Vec<String> = redis::AsyncCommands::zrange(&mut r, keys_of(&q).repeat(), 0, -1).await.unwrap();
     worker.close(Duration::from_secs(5)).await;
-    assert_eq!(counts.completed, settled, "iterations kept coming after removal: {counts:?}");
+    assert!(settled, "iterations kept coming after removal: {counts:?}");
     assert_eq!((counts.delayed, counts.waiting), (0, 0), "{counts:?}");
+    assert_eq!(registered, Vec::<String>::new(), "a removed repeatable is still registered");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -550,7 +578,8 @@ async fn a_worker_that_lost_its_lock_writes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_waits_for_jobs_in_hand_and_leaves_overdue_ones_to_stall_recovery() {
     let url = test_support::redis_url();
-    let connections = Connections::builder(config(&url, 2), "it-close").blocking(1).build().unwrap();
+    let service = test_support::unique("it-close");
+    let connections = Connections::builder(config(&url, 2), &service).blocking(1).build().unwrap();
     let q = Queue::new(&connections, "closing").unwrap();
     let quick = q.add("quick", json!({"sleepMs": 300}), JobOptions::default()).await.unwrap();
     let long = q.add("long", json!({"sleepMs": 20_000}), JobOptions::default()).await.unwrap();
@@ -562,8 +591,12 @@ async fn close_waits_for_jobs_in_hand_and_leaves_overdue_ones_to_stall_recovery(
     worker.close(Duration::from_secs(1)).await;
     assert_eq!(q.get_job_state(&quick).await.unwrap(), Some(JobState::Completed));
     assert_eq!(q.get_job_state(&long).await.unwrap(), Some(JobState::Active), "left for stall recovery, not dropped");
+    // A closed worker takes no job: it holds no blocking connection and has no pop waiting on the
+    // server, and its fetch loops have ended (close awaited them).
+    let mut r = raw(&url).await;
+    assert_eq!(connections.stats().blocking.in_use, 0, "a closed worker holds a blocking connection");
+    assert_eq!(blocked_clients(&mut r, &service).await, Vec::<String>::new(), "a closed worker left a pop waiting");
     q.add("after-close", json!({}), JobOptions::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(q.get_job_counts().await.unwrap().waiting, 1, "a closed worker takes no job");
     // A successor recovers the abandoned job once its lock expires.
     let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 2, recording(Default::default()))])
@@ -579,8 +612,9 @@ async fn close_waits_for_jobs_in_hand_and_leaves_overdue_ones_to_stall_recovery(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_pause_stops_this_worker_only() {
-    let connections =
-        Connections::builder(config(&test_support::redis_url(), 2), "it-lpause").blocking(1).build().unwrap();
+    let url = test_support::redis_url();
+    let service = test_support::unique("it-lpause");
+    let connections = Connections::builder(config(&url, 2), &service).blocking(1).build().unwrap();
     let q = Queue::new(&connections, "lpause").unwrap();
     let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 1, recording(Default::default()))])
         .await
@@ -589,11 +623,15 @@ async fn local_pause_stops_this_worker_only() {
     assert!(eventually(Duration::from_secs(5), async || q.get_job_counts().await.unwrap().active == 1).await);
     worker.pause_local().await;
     assert_eq!(q.get_job_counts().await.unwrap().completed, 1, "pause_local waits for the job in hand");
-    tokio::time::sleep(Duration::from_millis(600)).await; // any blocking pop in flight returns
+    // Paused, the worker takes no job: it holds no blocking connection and has no pop waiting on
+    // the server (pause_local ended it), and its fetch loops have ended.
+    let mut r = raw(&url).await;
+    assert_eq!(connections.stats().blocking.in_use, 0, "a paused worker holds a blocking connection");
+    assert_eq!(blocked_clients(&mut r, &service).await, Vec::<String>::new(), "a paused worker left a pop waiting");
     let before = q.get_job_counts().await.unwrap().completed;
     q.add("b", json!({}), JobOptions::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(q.get_job_counts().await.unwrap().completed, before);
+    let counts = q.get_job_counts().await.unwrap();
+    assert_eq!((counts.completed, counts.waiting), (before, 1));
     assert!(!q.is_paused().await.unwrap(), "a local pause is not a global one");
     worker.resume_local();
     assert!(eventually(Duration::from_secs(5), async || q.get_job_counts().await.unwrap().waiting == 0).await);
@@ -929,15 +967,16 @@ async fn starting_a_worker_against_an_unreachable_redis_is_an_error_not_a_panic(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_blocking_worker_announces_drained_once() {
-    let connections = Connections::builder(config(&test_support::redis_url(), 3), "it-drained")
-        .subscriber(true)
-        .blocking(1)
-        .build()
-        .unwrap();
+    // A private server, so that its command statistics count this worker's blocking pops alone.
+    let server = test_support::RedisServer::start();
+    let connections =
+        Connections::builder(config(&server.url(), 3), "it-drained").subscriber(true).blocking(1).build().unwrap();
     let q = Queue::new(&connections, "quiet").unwrap();
     let subscriber = tooling::subscriber(&connections).unwrap();
     let mut events = subscriber.events();
+    let marker = keys_of(&q).key("test-marker");
     subscriber.subscribe(&keys_of(&q).key("drained")).await.unwrap();
+    subscriber.subscribe(&marker).await.unwrap();
     let worker = Worker::start(
         &connections,
         fast().drain_delay(Duration::from_millis(100)),
@@ -945,14 +984,26 @@ async fn an_idle_blocking_worker_announces_drained_once() {
     )
     .await
     .unwrap();
-    let mut drained = 0;
-    let until = Instant::now() + Duration::from_millis(1500);
+    let mut r = raw(&server.url()).await;
+    let idled = eventually(Duration::from_secs(10), async || command_calls(&mut r, "blmove").await >= 15).await;
+    assert!(idled, "the worker did not go through 15 idle block periods");
+    // One subscriber connection receives in publish order: once the marker is here, so is every
+    // `drained` published before it.
+    let _: () = redis::AsyncCommands::publish(&mut r, &marker, "end").await.unwrap();
+    let (mut drained, mut marked) = (0, false);
+    let until = Instant::now() + Duration::from_secs(10);
     while let Ok(Ok(event)) = tokio::time::timeout_at(until.into(), events.recv()).await {
-        if matches!(event, queue_core::tooling::SubscriberEvent::Message(m) if m.channel.ends_with(":drained")) {
-            drained += 1;
+        match event {
+            queue_core::tooling::SubscriberEvent::Message(m) if m.channel == marker => {
+                marked = true;
+                break;
+            }
+            queue_core::tooling::SubscriberEvent::Message(m) if m.channel.ends_with(":drained") => drained += 1,
+            _ => {}
         }
     }
     worker.close(Duration::from_secs(1)).await;
+    assert!(marked, "the marker published after the idle periods never arrived");
     assert_eq!(drained, 1, "15 idle block periods should announce drained once");
 }
 
@@ -969,7 +1020,8 @@ async fn closing_while_jobs_flow_leaves_none_taken_and_forgotten() {
         let jobs = (0..100)
             .map(|i| queue_core::NewJob::new("j", json!({"sleepMs": 5, "i": i}), JobOptions::default()).unwrap());
         q.add_bulk(jobs.collect()).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20 * round)).await;
+        // Close at a different point of the flow each round: after 0, 10, … 40 of the 100 jobs.
+        assert!(eventually(Duration::from_secs(10), async || worker.stats().completed >= 10 * round).await);
         worker.close(Duration::from_secs(10)).await;
         let counts = q.get_job_counts().await.unwrap();
         assert_eq!(counts.active, 0, "round {round}: a job was taken and then dropped: {counts:?}");

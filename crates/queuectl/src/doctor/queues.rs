@@ -62,6 +62,7 @@ impl Workers {
             .map(|b| format!("{}/{}", b.service, b.instance))
             .collect();
         let label = queue.worker_connection_name();
+        // tidy: not a key (a connection-name prefix)
         let labelled = format!("{label}:");
         let bull_connections =
             list.unwrap_or_default().iter().filter(|c| c.name == label || c.name.starts_with(&labelled)).count();

@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use test_support::{RedisServer, unique};
@@ -143,8 +143,21 @@ fn a_service_over_its_declared_budget_is_critical() {
 fn a_stall_during_sampling_shows_in_latency() {
     let redis = RedisServer::start();
     let port = redis.port();
+    let pings = move || {
+        let stats = test_support::resp_command(port, &["INFO", "commandstats"]);
+        stats.lines().find_map(|l| l.strip_prefix("cmdstat_ping:calls=")?.split(',').next()?.parse().ok()).unwrap_or(0)
+    };
+    let before: u64 = pings();
+    // Stall once the doctor is sampling: a few of its PINGs (one checks the server answers at all,
+    // the rest are the sample) have reached this private server.
     let staller = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(700));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while pings() < before + 3 {
+            if Instant::now() > deadline {
+                return "the doctor never started sampling".to_owned();
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         test_support::resp_command(port, &["DEBUG", "SLEEP", "0.5"])
     });
     let (report, _) = doctor(&redis, &unique("doc"), 2);
