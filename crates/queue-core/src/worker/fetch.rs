@@ -87,6 +87,10 @@ async fn fetch(shared: &Shared, q: &QueueState) -> Result<Fetched> {
             return Ok(taken);
         }
     }
+    // A stop asked while `moveToActive` ran: do not start a pop only to end it.
+    if shared.stop_asked() {
+        return Ok(Fetched::Idle);
+    }
     let Some(pool) = shared.connections.blocking() else { return Ok(Fetched::Idle) };
     let keys = q.queue.keys();
     // Asked to stop, the pop is ended with CLIENT UNBLOCK: it returns what the server already

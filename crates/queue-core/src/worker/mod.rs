@@ -261,8 +261,8 @@ struct Shared {
     abandoned: AtomicBool,
     paused: AtomicBool,
     /// True while the fetch loops must stop (closing or locally paused). They finish the step in
-    /// hand, except a blocking pop, which is abandoned (its connection is dropped, so the server
-    /// cannot hand it a job afterwards): a job is never taken and then dropped.
+    /// hand; a blocking pop is ended with `CLIENT UNBLOCK` and returns what the server already
+    /// moved, which is processed: a job is never taken and then dropped.
     stopping: watch::Sender<bool>,
     counters: Counters,
     /// Jobs taken and not yet finished, all queues.
@@ -281,6 +281,11 @@ impl Shared {
 
     fn paused(&self) -> bool {
         self.paused.load(Ordering::Acquire)
+    }
+
+    /// Whether the fetch loops are asked to stop.
+    fn stop_asked(&self) -> bool {
+        *self.stopping.borrow()
     }
 
     /// Resolves once the fetch loops are asked to stop.

@@ -945,3 +945,58 @@ async fn closing_while_jobs_flow_leaves_none_taken_and_forgotten() {
         assert_eq!(counts.active, 0, "round {round}: a job was taken and then dropped: {counts:?}");
     }
 }
+
+/// A close that comes just as the fetch loop goes back to its blocking pop after a completion
+/// must end the pop, not wait out the drain delay; and what the pop took must not be forgotten.
+/// Even rounds close as the handler returns (during the completion); odd rounds close when the
+/// fetch after it announces `drained`, which is the instant the loop heads for `BLMOVE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_right_after_a_completion_ends_the_blocking_pop() {
+    let connections = Connections::builder(config(&test_support::redis_url(), 3), "it-unblock")
+        .subscriber(true)
+        .blocking(1)
+        .build()
+        .unwrap();
+    let q = Queue::new(&connections, "unblock").unwrap();
+    let subscriber = connections.subscriber().unwrap();
+    let mut events = subscriber.events();
+    let drained_channel = q.keys().key("drained");
+    subscriber.subscribe(&drained_channel).await.unwrap();
+    let mut drained = async || loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Ok(queue_core::SubscriberEvent::Message(m))) if m.channel == drained_channel => return,
+            Ok(Ok(_)) => {}
+            other => panic!("no drained message: {other:?}"),
+        }
+    };
+    let settings = fast().drain_delay(Duration::from_secs(30));
+    let mut added = 0;
+    for round in 0..50u64 {
+        let (completed_tx, mut completed) = tokio::sync::mpsc::unbounded_channel();
+        let signalling = handler(move |job| {
+            let completed_tx = completed_tx.clone();
+            async move {
+                let _ = completed_tx.send(());
+                Outcome::Completed(json!({"id": job.id()}))
+            }
+        });
+        let worker = Worker::start(&connections, settings.clone(), vec![QueueSpec::new(q.clone(), 1, signalling)])
+            .await
+            .unwrap();
+        assert!(worker.is_blocking());
+        drained().await; // the first fetch found nothing: the loop is in its blocking pop
+        q.add("j", json!({"round": round}), JobOptions::default()).await.unwrap();
+        added += 1;
+        tokio::time::timeout(Duration::from_secs(10), completed.recv()).await.expect("the job runs").unwrap();
+        if round % 2 == 1 {
+            drained().await;
+        }
+        let started = Instant::now();
+        worker.close(Duration::from_secs(10)).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "round {round}: close waited {took:?} for the blocking pop");
+        let counts = q.get_job_counts().await.unwrap();
+        assert_eq!(counts.active, 0, "round {round}: a job was taken and then forgotten: {counts:?}");
+        assert_eq!(counts.completed + counts.waiting, added, "round {round}: {counts:?}");
+    }
+}
