@@ -49,11 +49,11 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
         match fetch(&shared, &q).await {
             Ok(Fetched::Job(taken)) => {
                 failures = 0;
-                shared.in_hand.fetch_add(1, Ordering::AcqRel);
+                let holding = shared.hold();
                 let (shared, q) = (shared.clone(), q.clone());
                 tokio::spawn(async move {
-                    attempt::process(shared.clone(), q, taken).await;
-                    shared.in_hand.fetch_sub(1, Ordering::AcqRel);
+                    attempt::process(shared, q, taken).await;
+                    drop(holding);
                     drop(slot);
                 });
             }

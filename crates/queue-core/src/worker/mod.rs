@@ -15,7 +15,7 @@
 //! the background loops (lock renewal, stalled check, delayed promotion, pub/sub wake-ups).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -265,14 +265,21 @@ struct Shared {
     /// moved, which is processed: a job is never taken and then dropped.
     stopping: watch::Sender<bool>,
     counters: Counters,
-    /// Jobs taken and not yet finished, all queues.
-    in_hand: AtomicUsize,
+    /// Jobs taken and not yet finished, all queues; counted by [`Holding`] guards, watched by
+    /// `close` and `pause_local`.
+    in_hand: watch::Sender<usize>,
     handlers: tokio::runtime::Handle,
 }
 
 impl Shared {
     fn next_lock(&self) -> String {
         format!("{}:{}", self.token, self.activations.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Counts a taken job as in hand until the guard is dropped.
+    fn hold(self: &Arc<Self>) -> Holding {
+        self.in_hand.send_modify(|n| *n += 1);
+        Holding(self.clone())
     }
 
     fn stopped(&self) -> bool {
@@ -302,6 +309,15 @@ impl Shared {
             _ = tokio::time::sleep(d) => {}
             _ = self.stop_requested() => {}
         }
+    }
+}
+
+/// One job in hand, from its take until its task ends (also by unwinding).
+struct Holding(Arc<Shared>);
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.in_hand.send_modify(|n| *n -= 1);
     }
 }
 
@@ -374,7 +390,7 @@ impl Worker {
             paused: AtomicBool::new(false),
             stopping: watch::channel(false).0,
             counters: Counters::default(),
-            in_hand: AtomicUsize::new(0),
+            in_hand: watch::channel(0).0,
             handlers,
             settings,
         });
@@ -433,9 +449,7 @@ impl Worker {
     }
 
     async fn wait_until_empty_handed(&self) {
-        while self.shared.in_hand.load(Ordering::Acquire) > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let _ = self.shared.in_hand.subscribe().wait_for(|n| *n == 0).await;
     }
 
     /// Counters of this worker.
@@ -448,7 +462,7 @@ impl Worker {
             lost_locks: c.lost_locks.load(Ordering::Relaxed),
             stalled_recovered: c.stalled_recovered.load(Ordering::Relaxed),
             stalled_failed: c.stalled_failed.load(Ordering::Relaxed),
-            active: self.shared.in_hand.load(Ordering::Acquire) as u64,
+            active: *self.shared.in_hand.borrow() as u64,
         }
     }
 
