@@ -53,5 +53,6 @@ pub use heartbeat::{
 pub use queue::{DEFAULT_BATCH, JobCounts, JobLogs, NewJob, Queue};
 pub use worker::{
     BackoffStrategy, DEFAULT_DRAIN_DELAY, DEFAULT_ERROR_BACKOFF, DEFAULT_GUARD_INTERVAL, DEFAULT_LOCK_DURATION,
-    DEFAULT_MAX_STALLED_COUNT, DEFAULT_STALLED_INTERVAL, QueueSpec, RateLimit, Worker, WorkerSettings, WorkerStats,
+    DEFAULT_MAX_STALLED_COUNT, DEFAULT_STALLED_INTERVAL, QueueSpec, RateLimit, StopWhen, Worker, WorkerSettings,
+    WorkerStats,
 };

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use redis::Value as RedisValue;
 
-use super::{QueueState, Shared, attempt};
+use super::{QueueState, Shared, StopWhen, attempt};
 use crate::bull::job::Job;
 use crate::bull::scripts;
 use crate::clock::now_ms;
@@ -33,7 +33,7 @@ pub(super) enum Fetched {
 pub(super) async fn fetch_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
     let mut failures = 0u32;
     loop {
-        if shared.stopped() || shared.paused() {
+        if !shared.may_take(&q) {
             return;
         }
         let slot = tokio::select! {
@@ -43,12 +43,19 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
             },
             _ = shared.stop_requested() => return,
         };
-        if shared.stopped() || shared.paused() {
+        // Under StopWhen::MaxJobs, one of the takes left, held through the fetch (a blocking pop
+        // included) and given back when it takes nothing.
+        let take = tokio::select! {
+            take = shared.takes.reserve() => take,
+            _ = shared.stop_requested() => return,
+        };
+        if !shared.may_take(&q) {
             return;
         }
         match fetch(&shared, &q).await {
             Ok(Fetched::Job(taken)) => {
                 failures = 0;
+                shared.taken(take);
                 let holding = shared.hold();
                 let (shared, q) = (shared.clone(), q.clone());
                 tokio::spawn(async move {
@@ -61,6 +68,10 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
             Ok(Fetched::Idle) => {
                 failures = 0;
                 drop(slot);
+                if shared.settings.stop_when == StopWhen::Drained {
+                    shared.found_drained(&q);
+                    return;
+                }
                 if !shared.blocking {
                     tokio::select! {
                         _ = q.wake.notified() => {}
@@ -79,11 +90,13 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
 }
 
 /// One fetch. In blocking mode a queue that was found drained goes straight to the blocking pop
-/// (as Bull does), so an idle worker neither polls nor republishes `drained`.
+/// (as Bull does), so an idle worker neither polls nor republishes `drained`. Under
+/// [`StopWhen::Drained`] there is no pop: finding the queue empty is the end.
 async fn fetch(shared: &Shared, q: &QueueState) -> Result<Fetched> {
-    if !(shared.blocking && q.drained.load(Ordering::Acquire)) {
+    let pop = shared.blocking && shared.settings.stop_when != StopWhen::Drained;
+    if !(pop && q.drained.load(Ordering::Acquire)) {
         let taken = move_to_active(shared, q, "").await?;
-        if !matches!(taken, Fetched::Idle) || !shared.blocking {
+        if !matches!(taken, Fetched::Idle) || !pop {
             return Ok(taken);
         }
     }

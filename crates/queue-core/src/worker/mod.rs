@@ -11,11 +11,15 @@
 //! Handlers run on their own runtime (`handler_threads` threads), so a CPU-bound handler cannot
 //! starve lock renewal, which runs with the Redis connections on the caller's runtime.
 //!
+//! A service runs a worker until its shutdown signal ([`Worker::run_until`]); a drain-and-exit
+//! tool also sets [`WorkerSettings::stop_when`] so the worker stops by itself.
+//!
 //! Files: `fetch.rs` takes jobs, `attempt.rs` runs one and records its outcome, `duties.rs` holds
-//! the background loops (lock renewal, stalled check, delayed promotion, pub/sub wake-ups).
+//! the background loops (lock renewal, stalled check, delayed promotion, pub/sub wake-ups),
+//! `stop.rs` says when a worker stops taking jobs by itself.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +35,9 @@ use crate::queue::Queue;
 mod attempt;
 mod duties;
 mod fetch;
+mod stop;
+
+pub use stop::StopWhen;
 
 /// Default lock time-to-live; renewed every half of it while the handler runs.
 pub const DEFAULT_LOCK_DURATION: Duration = Duration::from_secs(30);
@@ -46,7 +53,8 @@ pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// Default pause after an error in a worker loop before it tries again.
 pub const DEFAULT_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Worker timings. Defaults are Bull's, named by the constants above.
+/// Worker timings, and when the worker stops by itself. Timing defaults are Bull's, named by the
+/// constants above; `stop_when` defaults to [`StopWhen::Never`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct WorkerSettings {
@@ -68,6 +76,8 @@ pub struct WorkerSettings {
     pub handler_threads: usize,
     /// Period of the worker's heartbeat (see `heartbeat.rs`).
     pub heartbeat_interval: Duration,
+    /// When the worker stops taking jobs by itself; default: never.
+    pub stop_when: StopWhen,
 }
 
 impl Default for WorkerSettings {
@@ -82,6 +92,7 @@ impl Default for WorkerSettings {
             error_backoff: DEFAULT_ERROR_BACKOFF,
             handler_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             heartbeat_interval: crate::heartbeat::DEFAULT_HEARTBEAT_INTERVAL,
+            stop_when: StopWhen::Never,
         }
     }
 }
@@ -116,6 +127,11 @@ impl WorkerSettings {
     /// Sets the handler threads.
     pub fn handler_threads(mut self, n: usize) -> Self {
         self.handler_threads = n.max(1);
+        self
+    }
+    /// Sets when the worker stops taking jobs by itself (for drain-and-exit tools).
+    pub fn stop_when(mut self, stop_when: StopWhen) -> Self {
+        self.stop_when = stop_when;
         self
     }
 
@@ -227,6 +243,8 @@ struct QueueState {
     /// The last fetch found nothing: block (or wait) before fetching again, and do not publish
     /// `drained` again.
     drained: AtomicBool,
+    /// Under [`StopWhen::Drained`], a fetch found the queue empty: nothing more is taken from it.
+    exhausted: AtomicBool,
     label: String,
 }
 
@@ -244,6 +262,7 @@ impl QueueState {
             delayed_wake: Notify::new(),
             next_due: AtomicU64::new(u64::MAX),
             drained: AtomicBool::new(false),
+            exhausted: AtomicBool::new(false),
         }
     }
 }
@@ -260,10 +279,17 @@ struct Shared {
     /// lock expires and a stalled check recovers them.
     abandoned: AtomicBool,
     paused: AtomicBool,
-    /// True while the fetch loops must stop (closing or locally paused). They finish the step in
-    /// hand; a blocking pop is ended with `CLIENT UNBLOCK` and returns what the server already
-    /// moved, which is processed: a job is never taken and then dropped.
+    /// True while the fetch loops must stop (closing, locally paused, or done taking). They
+    /// finish the step in hand; a blocking pop is ended with `CLIENT UNBLOCK` and returns what the
+    /// server already moved, which is processed: a job is never taken and then dropped.
     stopping: watch::Sender<bool>,
+    /// Becomes true, for good, once the worker has taken all that `stop_when` allows.
+    done_taking: watch::Sender<bool>,
+    /// Jobs taken, and the takes left under [`StopWhen::MaxJobs`].
+    takes: stop::Takes,
+    /// Queues found empty under [`StopWhen::Drained`], of `queue_count`.
+    drained_queues: AtomicUsize,
+    queue_count: usize,
     counters: Counters,
     /// Jobs taken and not yet finished, all queues; counted by [`Holding`] guards, watched by
     /// `close` and `pause_local`.
@@ -292,7 +318,45 @@ impl Shared {
 
     /// Whether the fetch loops are asked to stop.
     fn stop_asked(&self) -> bool {
-        *self.stopping.borrow()
+        *self.stopping.borrow() || self.stopped() || self.paused()
+    }
+
+    /// Whether a job of `q` may be taken now: no stop is asked and, under
+    /// [`StopWhen::Drained`], `q` has not been found empty.
+    fn may_take(&self, q: &QueueState) -> bool {
+        !self.stop_asked() && !q.exhausted.load(Ordering::Acquire)
+    }
+
+    /// The right to take the next job of `q` now (a completion fetching the next job), if it may
+    /// be taken and [`StopWhen::MaxJobs`] leaves one.
+    fn try_take(&self, q: &QueueState) -> Option<stop::Take<'_>> {
+        if self.may_take(q) { self.takes.try_reserve() } else { None }
+    }
+
+    /// Records a job taken with `take`. The last one [`StopWhen::MaxJobs`] allows stops the
+    /// taking.
+    fn taken(&self, take: stop::Take<'_>) {
+        if self.takes.record(take) {
+            tracing::info!(jobs = self.takes.limit(), "took the most jobs allowed; taking no more");
+            self.stop_taking();
+        }
+    }
+
+    /// A fetch found `q` empty under [`StopWhen::Drained`]: stops taking from it, and stops the
+    /// worker taking once every queue has been found empty.
+    fn found_drained(&self, q: &QueueState) {
+        if !q.exhausted.swap(true, Ordering::AcqRel)
+            && self.drained_queues.fetch_add(1, Ordering::AcqRel) + 1 == self.queue_count
+        {
+            tracing::info!("every queue was found empty; taking no more jobs");
+            self.stop_taking();
+        }
+    }
+
+    /// The worker has taken all it was asked to: the fetch loops stop for good.
+    fn stop_taking(&self) {
+        self.done_taking.send_replace(true);
+        self.stopping.send_replace(true);
     }
 
     /// Resolves once the fetch loops are asked to stop.
@@ -389,11 +453,18 @@ impl Worker {
             abandoned: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             stopping: watch::channel(false).0,
+            done_taking: watch::channel(false).0,
+            takes: stop::Takes::new(settings.stop_when),
+            drained_queues: AtomicUsize::new(0),
+            queue_count: queues.len(),
             counters: Counters::default(),
             in_hand: watch::channel(0).0,
             handlers,
             settings,
         });
+        if shared.takes.exhausted() {
+            shared.stop_taking(); // StopWhen::MaxJobs(0)
+        }
         let queues: Vec<Arc<QueueState>> = queues.into_iter().map(|spec| Arc::new(QueueState::new(spec))).collect();
         let mut duties = Vec::new();
         if let Some(subscriber) = connections.subscriber() {
@@ -484,18 +555,51 @@ impl Worker {
         self.wait_until_empty_handed().await;
     }
 
-    /// Takes jobs again after [`Worker::pause_local`].
+    /// Takes jobs again after [`Worker::pause_local`] (unless it has taken all that
+    /// [`WorkerSettings::stop_when`] allows).
     pub fn resume_local(&self) {
-        if self.shared.paused.swap(false, Ordering::AcqRel) && !self.shared.stopped() {
+        if self.shared.paused.swap(false, Ordering::AcqRel)
+            && !self.shared.stopped()
+            && !*self.shared.done_taking.borrow()
+        {
             self.shared.stopping.send_replace(false);
             self.spawn_fetchers();
         }
     }
 
-    /// Stops fetching, lets jobs in hand finish until `deadline`, then stops everything. Jobs
-    /// still running then keep their lock until it expires and are recovered by a stalled check
-    /// (of this worker's successor or any other worker): never dropped, possibly run twice.
-    pub async fn close(self, deadline: Duration) {
+    /// Runs until `shutdown` resolves, or until the worker has stopped taking jobs by itself
+    /// ([`WorkerSettings::stop_when`]), then closes it with `drain_deadline` (see
+    /// [`Worker::close`]) and returns its final counters. This is what a service's `main` awaits:
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use queue_core::{Connections, Outcome, Queue, QueueSpec, Worker, WorkerSettings, handler};
+    /// # async fn example(connections: Connections, files: Queue) -> queue_core::Result<()> {
+    /// let process = handler(|_job| async { Outcome::Completed(serde_json::Value::Null) });
+    /// let worker = Worker::start(&connections, WorkerSettings::default(), vec![QueueSpec::new(files, 4, process)]).await?;
+    /// let shutdown = async {
+    ///     let _ = tokio::signal::ctrl_c().await;
+    /// };
+    /// let stats = worker.run_until(shutdown, Duration::from_secs(30)).await;
+    /// tracing::info!(?stats, "worker stopped");
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>, drain_deadline: Duration) -> WorkerStats {
+        let mut done_taking = self.shared.done_taking.subscribe();
+        tokio::select! {
+            () = shutdown => tracing::info!("shutdown requested; closing the worker"),
+            _ = done_taking.wait_for(|done| *done) => {
+                tracing::info!(stop_when = ?self.shared.settings.stop_when, "the worker stopped taking jobs by itself");
+            }
+        }
+        self.close(drain_deadline).await
+    }
+
+    /// Stops fetching, lets jobs in hand finish until `deadline`, then stops everything, and
+    /// returns the final counters. Jobs still running then keep their lock until it expires and
+    /// are recovered by a stalled check (of this worker's successor or any other worker): never
+    /// dropped, possibly run twice.
+    pub async fn close(self, deadline: Duration) -> WorkerStats {
         self.shared.closing.store(true, Ordering::Release);
         self.stop_fetchers().await;
         if tokio::time::timeout(deadline, self.wait_until_empty_handed()).await.is_err() {
@@ -508,7 +612,9 @@ impl Worker {
         for duty in &self.duties {
             duty.abort();
         }
-        tracing::info!(stats = ?self.stats(), "worker closed");
+        let stats = self.stats();
+        tracing::info!(?stats, "worker closed");
+        stats
     }
 }
 

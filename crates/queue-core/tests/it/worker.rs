@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use queue_core::{
-    Backoff, Connections, JobOptions, JobState, Outcome, Queue, QueueSpec, Worker, WorkerSettings, handler,
+    Backoff, Connections, JobOptions, JobState, Outcome, Queue, QueueSpec, StopWhen, Worker, WorkerSettings, handler,
 };
 use serde_json::{Value, json};
 
@@ -999,4 +999,90 @@ async fn closing_right_after_a_completion_ends_the_blocking_pop() {
         assert_eq!(counts.active, 0, "round {round}: a job was taken and then forgotten: {counts:?}");
         assert_eq!(counts.completed + counts.waiting, added, "round {round}: {counts:?}");
     }
+}
+
+/// `StopWhen::MaxJobs(n)` takes exactly n jobs: neither the fetch loops (several at once with
+/// concurrency) nor a completion fetching the next job in the same call take one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_jobs_takes_exactly_that_many_and_run_until_returns_final_stats() {
+    let connections =
+        Connections::builder(config(&test_support::redis_url(), 2), "it-maxjobs").blocking(1).build().unwrap();
+    for (concurrency, max) in [(1, 5), (4, 5), (4, 2), (1, 0)] {
+        let q = Queue::new(&connections, &format!("max-{concurrency}-{max}")).unwrap();
+        let jobs = (0..12).map(|i| queue_core::NewJob::new("j", json!({"sleepMs": 20, "i": i}), JobOptions::default()));
+        q.add_bulk(jobs.map(Result::unwrap).collect()).await.unwrap();
+        let starts: Starts = Default::default();
+        let settings = fast().drain_delay(Duration::from_secs(30)).stop_when(StopWhen::MaxJobs(max));
+        let spec = QueueSpec::new(q.clone(), concurrency, recording(starts.clone()));
+        let worker = Worker::start(&connections, settings, vec![spec]).await.unwrap();
+        let stats = tokio::time::timeout(
+            Duration::from_secs(20),
+            worker.run_until(std::future::pending(), Duration::from_secs(10)),
+        )
+        .await
+        .expect("the worker stops by itself");
+        let case = format!("concurrency {concurrency}, max {max}");
+        assert_eq!((stats.completed, stats.active), (max, 0), "{case}: {stats:?}");
+        let counts = q.get_job_counts().await.unwrap();
+        assert_eq!((counts.completed, counts.active, counts.waiting), (max, 0, 12 - max), "{case}: {counts:?}");
+        assert_eq!(starts.lock().unwrap().len() as u64, max, "{case}: handlers started");
+    }
+}
+
+/// `StopWhen::Drained` processes what is waiting and stops, without blocking for the drain
+/// delay, in both fetch modes; a delayed job is not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_processes_what_is_waiting_and_stops() {
+    for blocking in [1, 0] {
+        let connections =
+            Connections::builder(config(&test_support::redis_url(), 2), "it-drain").blocking(blocking).build().unwrap();
+        let q = Queue::new(&connections, "drain").unwrap();
+        let jobs = (0..6).map(|i| queue_core::NewJob::new("j", json!({"sleepMs": 10, "i": i}), JobOptions::default()));
+        q.add_bulk(jobs.map(Result::unwrap).collect()).await.unwrap();
+        q.add("later", json!({}), JobOptions::default().delay(60_000)).await.unwrap();
+        let settings = fast().drain_delay(Duration::from_secs(30)).stop_when(StopWhen::Drained);
+        let worker =
+            Worker::start(&connections, settings, vec![QueueSpec::new(q.clone(), 2, recording(Default::default()))])
+                .await
+                .unwrap();
+        assert_eq!(worker.is_blocking(), blocking == 1);
+        let stats = tokio::time::timeout(
+            Duration::from_secs(20),
+            worker.run_until(std::future::pending(), Duration::from_secs(10)),
+        )
+        .await
+        .expect("the worker stops by itself");
+        assert_eq!((stats.completed, stats.active), (6, 0), "blocking {blocking}: {stats:?}");
+        let counts = q.get_job_counts().await.unwrap();
+        assert_eq!((counts.completed, counts.active, counts.waiting, counts.delayed), (6, 0, 0, 1), "{counts:?}");
+    }
+}
+
+/// A service's shape: run until the shutdown future resolves, let the job in hand finish, and
+/// return the final counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_lets_the_job_in_hand_finish_after_shutdown() {
+    let connections =
+        Connections::builder(config(&test_support::redis_url(), 2), "it-rununtil").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "service").unwrap();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+    let slow = handler(move |_| {
+        let started_tx = started_tx.clone();
+        async move {
+            if let Some(tx) = started_tx.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Outcome::Completed(json!("slept"))
+        }
+    });
+    let id = q.add("j", json!({}), JobOptions::default()).await.unwrap();
+    let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 1, slow)]).await.unwrap();
+    let shutdown = async {
+        started.await.unwrap();
+    };
+    let stats = worker.run_until(shutdown, Duration::from_secs(10)).await;
+    assert_eq!((stats.completed, stats.active), (1, 0), "{stats:?}");
+    assert_eq!(q.get_job_state(&id).await.unwrap(), Some(JobState::Completed));
 }
