@@ -58,7 +58,8 @@ pub use queue::{JobCounts, JobLogs, NewJob, Queue, QueueAdmin, QueueView};
 pub use handler::{ActiveJob, Handler, HandlerFuture, Outcome, handler, typed_handler};
 pub use worker::{
     BackoffStrategy, DEFAULT_DRAIN_DELAY, DEFAULT_ERROR_BACKOFF, DEFAULT_GUARD_INTERVAL, DEFAULT_LOCK_DURATION,
-    DEFAULT_MAX_STALLED_COUNT, DEFAULT_STALLED_INTERVAL, QueueSpec, RateLimit, Worker, WorkerSettings, WorkerStats,
+    DEFAULT_MAX_STALLED_COUNT, DEFAULT_STALLED_INTERVAL, QueueSpec, RateLimit, StopWhen, Worker, WorkerSettings,
+    WorkerStats,
 };
 
 // Bull's global events.

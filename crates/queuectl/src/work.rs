@@ -8,10 +8,9 @@
 
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use queue_core::{ActiveJob, Connections, Outcome, Queue, QueueSpec, Worker, WorkerSettings, handler};
+use queue_core::{ActiveJob, Connections, Outcome, Queue, QueueSpec, StopWhen, Worker, WorkerSettings, handler};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
@@ -20,10 +19,8 @@ use crate::output::Printer;
 
 /// How much of stderr becomes the failure reason.
 const REASON_TAIL_BYTES: usize = 2000;
-/// How long Ctrl-C lets jobs in hand finish.
+/// How long jobs in hand may finish once the worker stops (Ctrl-C, SIGTERM or `--max-jobs`).
 const CLOSE_DEADLINE: Duration = Duration::from_secs(30);
-/// How long the job that reaches `--max-jobs` holds its outcome back while the worker stops.
-const STOP_WAIT: Duration = Duration::from_secs(5);
 
 /// Kills a process group when dropped (the job was aborted, timed out or finished).
 struct GroupGuard(Option<u32>);
@@ -115,49 +112,24 @@ async fn run_command(
 pub(crate) async fn run(c: &Connections, g: &Global, p: &Printer, args: WorkArgs) -> anyhow::Result<ExitCode> {
     let queue = Queue::with_prefix(c, &g.prefix, &args.queue)?;
     let command = Arc::new(args.exec);
-    let finished = Arc::new(AtomicU64::new(0));
-    let done = Arc::new(tokio::sync::Notify::new());
-    // Becomes true once the worker takes no more jobs.
-    let (stopped_tx, stopped) = tokio::sync::watch::channel(false);
-    let (workdir, timeout, max_jobs) = (args.workdir, args.timeout_ms.map(Duration::from_millis), args.max_jobs);
-    let h = {
-        let (finished, done, stopped) = (finished.clone(), done.clone(), stopped.clone());
-        handler(move |job| {
-            let (command, workdir) = (command.clone(), workdir.clone());
-            let (finished, done, stopped) = (finished.clone(), done.clone(), stopped.clone());
-            async move {
-                let outcome = run_command(job, command, workdir, timeout).await;
-                let n = finished.fetch_add(1, Ordering::SeqCst) + 1;
-                if max_jobs.is_some_and(|max| n >= max) {
-                    // Recording a completion also fetches the next job, unless the worker has
-                    // stopped taking jobs by then: hold the outcome back until it has.
-                    done.notify_one();
-                    let mut stopped = stopped;
-                    let _ = tokio::time::timeout(STOP_WAIT, stopped.wait_for(|stopped| *stopped)).await;
-                }
-                outcome
-            }
-        })
-    };
-    let worker =
-        Worker::start(c, WorkerSettings::default(), vec![QueueSpec::new(queue, usize::from(args.concurrency), h)])
-            .await?;
+    let (workdir, timeout) = (args.workdir, args.timeout_ms.map(Duration::from_millis));
+    let h = handler(move |job| run_command(job, command.clone(), workdir.clone(), timeout));
+    // --max-jobs counts attempts taken; the worker takes exactly that many, then stops.
+    let stop_when = args.max_jobs.map_or(StopWhen::Never, StopWhen::MaxJobs);
+    let settings = WorkerSettings::default().stop_when(stop_when);
+    let worker = Worker::start(c, settings, vec![QueueSpec::new(queue, usize::from(args.concurrency), h)]).await?;
     eprintln!("working on {} with concurrency {}", args.queue, args.concurrency);
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => eprintln!("stopping: letting jobs in hand finish"),
-        // A service manager's stop is a Ctrl-C too: commands run in process groups of their own
-        // and would otherwise outlive this process.
-        _ = terminate.recv() => eprintln!("stopping: letting jobs in hand finish"),
-        _ = done.notified() => {}
-    }
-    // Stop taking jobs (pause_local's first poll does that), then release the job that reached
-    // --max-jobs, and wait until every outcome is recorded so the stats are final.
-    let deadline = tokio::time::Instant::now() + CLOSE_DEADLINE;
-    let pause = tokio::time::timeout_at(deadline, worker.pause_local());
-    let _ = tokio::join!(biased; pause, async { stopped_tx.send_replace(true) });
-    let stats = worker.stats();
-    worker.close(deadline.saturating_duration_since(tokio::time::Instant::now())).await;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            // A service manager's stop is a Ctrl-C too: commands run in process groups of their
+            // own and would otherwise outlive this process.
+            _ = terminate.recv() => {}
+        }
+        eprintln!("stopping: letting jobs in hand finish");
+    };
+    let stats = worker.run_until(shutdown, CLOSE_DEADLINE).await;
     p.either(&json!({"queue": args.queue, "stats": stats}), &format!("stopped: {stats:?}"));
     Ok(ExitCode::SUCCESS)
 }

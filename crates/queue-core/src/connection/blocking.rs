@@ -21,6 +21,12 @@ pub(crate) const BLOCKING_COMMANDS: &[&str] =
 /// socket is dead (a blocking command re-sent after a reconnect may never return) and drops it.
 pub const BLOCK_MARGIN: Duration = Duration::from_millis(1_000);
 
+/// First pause before `CLIENT UNBLOCK` is sent again when it found the pop not blocked; it
+/// doubles up to [`UNBLOCK_RETRY_MAX`].
+const UNBLOCK_RETRY_FIRST: Duration = Duration::from_millis(2);
+/// Longest pause between two `CLIENT UNBLOCK`s for one pop.
+const UNBLOCK_RETRY_MAX: Duration = Duration::from_millis(100);
+
 /// One blocking connection. It has no response timeout in the driver: every call on it goes
 /// through [`BlockingPool::block`], whose watchdog is the block time plus [`BLOCK_MARGIN`].
 pub(crate) struct BlockingConn {
@@ -188,9 +194,9 @@ impl BlockingPool {
 
     /// [`BlockingPool::blmove_as`] that ends early once `interrupt` resolves, without losing an
     /// element: the blocked call is ended with `CLIENT UNBLOCK` (sent on `command`), so it
-    /// either returns what it already popped or nothing. Where `CLIENT` is refused the call is
-    /// abandoned and its connection dropped; an element popped in that instant stays in
-    /// `destination` for the stalled check.
+    /// either returns what it already popped or nothing. An `interrupt` that has already resolved
+    /// sends no pop at all. Where `CLIENT` is refused the call is abandoned and its connection
+    /// dropped; an element popped in that instant stays in `destination` for the stalled check.
     pub async fn blmove_interruptible(
         &self,
         source: &str,
@@ -200,6 +206,12 @@ impl BlockingPool {
         interrupt: impl Future<Output = ()>,
         command: &crate::connection::command::CommandConnection,
     ) -> Result<Option<String>> {
+        let mut interrupt = std::pin::pin!(interrupt);
+        tokio::select! {
+            biased;
+            () = &mut interrupt => return Ok(None),
+            () = std::future::ready(()) => {}
+        }
         let mut conn = self.checkout(label).await?;
         let counters = self.connector.budget().counters(Role::Blocking);
         let _in_use = counters.begin_use();
@@ -211,15 +223,12 @@ impl BlockingPool {
         let result = {
             let call = tokio::time::timeout(watchdog, cmd.query_async::<Option<String>>(&mut conn.conn));
             tokio::pin!(call);
+            // The call is polled first, so the pop is on its way before any UNBLOCK.
             tokio::select! {
+                biased;
                 result = &mut call => result,
-                _ = interrupt => match client_id {
-                    Some(id) => {
-                        if let Err(e) = command.query::<i64>(redis::cmd("CLIENT").arg("UNBLOCK").arg(id)).await {
-                            tracing::warn!(error = %e, "CLIENT UNBLOCK failed; waiting for the blocking pop to end");
-                        }
-                        call.await
-                    }
+                () = &mut interrupt => match client_id {
+                    Some(id) => unblock(command, id, call).await,
                     // The connection stays marked broken, so it is dropped with the call.
                     None => return Ok(None),
                 },
@@ -257,5 +266,50 @@ impl BlockingPool {
         let mut cmd = redis::cmd("BLMOVE");
         cmd.arg(source).arg(destination).arg("RIGHT").arg("LEFT").arg(block.as_secs_f64());
         self.block_as(&cmd, block, label).await
+    }
+}
+
+/// Ends the pending pop of connection `client_id` and returns what the pop returns.
+///
+/// `CLIENT UNBLOCK` travels on another connection than the pop, so it can reach the server
+/// before the pop does, or just after the pop returned; either way it reports 0 and changes
+/// nothing. It is therefore sent again, at growing intervals, until the pop returns: a stop never
+/// waits out the block time, and a pop that has moved an element still returns it. A late
+/// UNBLOCK can at worst end a later pop on the same connection early, which returns nothing.
+async fn unblock<T>(
+    command: &crate::connection::command::CommandConnection,
+    client_id: u64,
+    mut call: std::pin::Pin<&mut impl Future<Output = T>>,
+) -> T {
+    let mut pause = UNBLOCK_RETRY_FIRST;
+    let mut warned = false;
+    loop {
+        let mut unblock = redis::cmd("CLIENT");
+        unblock.arg("UNBLOCK").arg(client_id);
+        tokio::select! {
+            biased;
+            result = &mut call => return result,
+            reply = command.query::<i64>(&unblock) => match reply {
+                // Unblocked: the pop returns now.
+                Ok(1) => return call.await,
+                Ok(_) => {}
+                Err(e) if e.is_retryable() => {
+                    if !warned {
+                        tracing::warn!(error = %e, "CLIENT UNBLOCK failed; trying again until the blocking pop ends");
+                        warned = true;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "CLIENT UNBLOCK refused; waiting for the blocking pop to end");
+                    return call.await;
+                }
+            },
+        }
+        tokio::select! {
+            biased;
+            result = &mut call => return result,
+            () = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(UNBLOCK_RETRY_MAX);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::fetch::{Fetched, Taken, parse_taken};
+use super::taken::{Fetched, Taken, parse_taken};
 use super::{ActiveEntry, QueueState, Shared};
 use crate::bull::job::Job;
 use crate::bull::scripts::{CompleteJob, FailAction, FailJob, Recorded};
@@ -57,11 +57,16 @@ pub(super) async fn process(shared: Arc<Shared>, q: Arc<QueueState>, mut taken: 
                 tracing::warn!("worker closed before the job finished; leaving it to stall recovery");
                 return None;
             }
-            let fetch_next = matches!(outcome, Outcome::Completed(_))
-                && q.limiter.is_none()
-                && !shared.stopped()
-                && !shared.paused();
-            finish(&shared, &q, job, &taken.lock, outcome, fetch_next, &in_hand.entry.lost).await
+            // Fetching the next job is a take like any other: under StopWhen::MaxJobs it needs
+            // one of the takes left.
+            let take = (matches!(outcome, Outcome::Completed(_)) && q.limiter.is_none())
+                .then(|| shared.try_take(&q))
+                .flatten();
+            let next = finish(&shared, &q, job, &taken.lock, outcome, take.is_some(), &in_hand.entry.lost).await;
+            if let (Some(take), Some(_)) = (take, &next) {
+                shared.taken(take);
+            }
+            next
         }
         .instrument(span)
         .await;
@@ -387,6 +392,7 @@ mod tests {
             delayed_wake: Notify::new(),
             next_due: AtomicU64::new(0),
             drained: AtomicBool::new(false),
+            exhausted: AtomicBool::new(false),
             label: String::new(),
         }
     }

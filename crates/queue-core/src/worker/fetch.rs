@@ -1,39 +1,22 @@
 //! Taking jobs: the fetch loop of one queue, in blocking or zero-blocking mode.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use redis::Value as RedisValue;
-
-use super::{QueueState, Shared, attempt};
-use crate::bull::job::Job;
+use super::taken::{Fetched, parse_taken};
+use super::{QueueState, Shared, StopWhen, attempt};
 use crate::bull::scripts;
 use crate::clock::now_ms;
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// How often the activation of an id that a blocking pop already moved to `active` is retried
 /// before it is left to the stalled check.
 const ACTIVATION_TRIES: u32 = 3;
 
-/// A job taken for this worker: its id, its hash and the lock value of this activation.
-pub(super) struct Taken {
-    pub(super) id: String,
-    pub(super) job: Box<Job>,
-    pub(super) lock: String,
-}
-
-pub(super) enum Fetched {
-    Job(Taken),
-    /// Something was taken care of (an orphan id, a rate-limited job): fetch again at once.
-    Again,
-    Idle,
-}
-
 pub(super) async fn fetch_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
     let mut failures = 0u32;
     loop {
-        if shared.stopped() || shared.paused() {
+        if !shared.may_take(&q) {
             return;
         }
         let slot = tokio::select! {
@@ -43,17 +26,24 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
             },
             _ = shared.stop_requested() => return,
         };
-        if shared.stopped() || shared.paused() {
+        // Under StopWhen::MaxJobs, one of the takes left, held through the fetch (a blocking pop
+        // included) and given back when it takes nothing.
+        let take = tokio::select! {
+            take = shared.takes.reserve() => take,
+            _ = shared.stop_requested() => return,
+        };
+        if !shared.may_take(&q) {
             return;
         }
         match fetch(&shared, &q).await {
             Ok(Fetched::Job(taken)) => {
                 failures = 0;
-                shared.in_hand.fetch_add(1, Ordering::AcqRel);
+                shared.taken(take);
+                let holding = shared.hold();
                 let (shared, q) = (shared.clone(), q.clone());
                 tokio::spawn(async move {
-                    attempt::process(shared.clone(), q, taken).await;
-                    shared.in_hand.fetch_sub(1, Ordering::AcqRel);
+                    attempt::process(shared, q, taken).await;
+                    drop(holding);
                     drop(slot);
                 });
             }
@@ -61,6 +51,10 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
             Ok(Fetched::Idle) => {
                 failures = 0;
                 drop(slot);
+                if shared.settings.stop_when == StopWhen::Drained {
+                    shared.found_drained(&q);
+                    return;
+                }
                 if !shared.blocking {
                     tokio::select! {
                         _ = q.wake.notified() => {}
@@ -79,13 +73,19 @@ pub(super) async fn fetch_loop(shared: Arc<Shared>, q: Arc<QueueState>) {
 }
 
 /// One fetch. In blocking mode a queue that was found drained goes straight to the blocking pop
-/// (as Bull does), so an idle worker neither polls nor republishes `drained`.
+/// (as Bull does), so an idle worker neither polls nor republishes `drained`. Under
+/// [`StopWhen::Drained`] there is no pop: finding the queue empty is the end.
 async fn fetch(shared: &Shared, q: &QueueState) -> Result<Fetched> {
-    if !(shared.blocking && q.drained.load(Ordering::Acquire)) {
+    let pop = shared.blocking && shared.settings.stop_when != StopWhen::Drained;
+    if !(pop && q.drained.load(Ordering::Acquire)) {
         let taken = move_to_active(shared, q, "").await?;
-        if !matches!(taken, Fetched::Idle) || !shared.blocking {
+        if !matches!(taken, Fetched::Idle) || !pop {
             return Ok(taken);
         }
+    }
+    // A stop asked while `moveToActive` ran: do not start a pop only to end it.
+    if shared.stop_asked() {
+        return Ok(Fetched::Idle);
     }
     let Some(pool) = shared.connections.blocking() else { return Ok(Fetched::Idle) };
     let keys = q.queue.keys();
@@ -128,47 +128,4 @@ pub(super) async fn move_to_active(shared: &Shared, q: &QueueState, id: &str) ->
     let fetched = parse_taken(reply, q.queue.name(), lock)?;
     q.drained.store(matches!(fetched, Fetched::Idle), Ordering::Release);
     Ok(fetched)
-}
-
-fn text(v: &RedisValue) -> Option<String> {
-    match v {
-        RedisValue::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        RedisValue::SimpleString(s) => Some(s.clone()),
-        RedisValue::VerbatimString { text, .. } => Some(text.clone()),
-        _ => None,
-    }
-}
-
-/// Reads the reply of `moveToActive` or of the fetch-next step of `completeJob`; `lock` is the
-/// lock value the script was given for the job it may have taken.
-pub(super) fn parse_taken(reply: RedisValue, queue: &str, lock: String) -> Result<Fetched> {
-    let bad = |detail: String| Error::Protocol { script: "moveToActive", detail };
-    let RedisValue::Array(items) = reply else {
-        return match reply {
-            RedisValue::Int(_) | RedisValue::Nil => Ok(Fetched::Idle),
-            other => Err(bad(format!("{other:?}"))),
-        };
-    };
-    let kind = items.first().and_then(text).ok_or_else(|| bad("empty reply".into()))?;
-    let id = items.get(1).and_then(text);
-    match (kind.as_str(), id) {
-        ("none", _) => Ok(Fetched::Idle),
-        ("orphan", Some(id)) => {
-            tracing::warn!(queue, id, "dropped a job id that had no job hash");
-            Ok(Fetched::Again)
-        }
-        ("limited", Some(_)) => Ok(Fetched::Again),
-        ("job", Some(id)) => {
-            let fields = match items.get(2) {
-                Some(RedisValue::Array(fields)) => fields.iter().filter_map(text).collect::<Vec<_>>(),
-                Some(RedisValue::Map(pairs)) => pairs.iter().flat_map(|(k, v)| [text(k), text(v)]).flatten().collect(),
-                _ => Vec::new(),
-            };
-            let hash: HashMap<String, String> =
-                fields.chunks_exact(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
-            let job = Box::new(Job::from_hash(&id, &hash));
-            Ok(Fetched::Job(Taken { id, job, lock }))
-        }
-        (other, _) => Err(bad(format!("unknown reply kind {other}"))),
-    }
 }

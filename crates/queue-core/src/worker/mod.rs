@@ -11,8 +11,12 @@
 //! Handlers run on their own runtime (`handler_threads` threads), so a CPU-bound handler cannot
 //! starve lock renewal, which runs with the Redis connections on the caller's runtime.
 //!
+//! A service runs a worker until its shutdown signal ([`Worker::run_until`]); a drain-and-exit
+//! tool also sets [`WorkerSettings::stop_when`] so the worker stops by itself.
+//!
 //! Files: `fetch.rs` takes jobs, `attempt.rs` runs one and records its outcome, `duties.rs` holds
-//! the background loops (lock renewal, stalled check, delayed promotion, pub/sub wake-ups).
+//! the background loops (lock renewal, stalled check, delayed promotion, pub/sub wake-ups),
+//! `stop.rs` says when a worker stops taking jobs by itself.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -31,6 +35,10 @@ use crate::queue::Queue;
 mod attempt;
 mod duties;
 mod fetch;
+mod stop;
+mod taken;
+
+pub use stop::StopWhen;
 
 /// Default lock time-to-live; renewed every half of it while the handler runs.
 pub const DEFAULT_LOCK_DURATION: Duration = Duration::from_secs(30);
@@ -46,7 +54,8 @@ pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// Default pause after an error in a worker loop before it tries again.
 pub const DEFAULT_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Worker timings. Defaults are Bull's, named by the constants above.
+/// Worker timings, and when the worker stops by itself. Timing defaults are Bull's, named by the
+/// constants above; `stop_when` defaults to [`StopWhen::Never`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct WorkerSettings {
@@ -66,6 +75,8 @@ pub struct WorkerSettings {
     pub error_backoff: Duration,
     /// Threads of the handler runtime; default: the number of CPUs.
     pub handler_threads: usize,
+    /// When the worker stops taking jobs by itself; default: never.
+    pub stop_when: StopWhen,
 }
 
 impl Default for WorkerSettings {
@@ -79,6 +90,7 @@ impl Default for WorkerSettings {
             drain_delay: DEFAULT_DRAIN_DELAY,
             error_backoff: DEFAULT_ERROR_BACKOFF,
             handler_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            stop_when: StopWhen::Never,
         }
     }
 }
@@ -113,6 +125,11 @@ impl WorkerSettings {
     /// Sets the handler threads.
     pub fn handler_threads(mut self, n: usize) -> Self {
         self.handler_threads = n.max(1);
+        self
+    }
+    /// Sets when the worker stops taking jobs by itself (for drain-and-exit tools).
+    pub fn stop_when(mut self, stop_when: StopWhen) -> Self {
+        self.stop_when = stop_when;
         self
     }
 
@@ -230,6 +247,8 @@ struct QueueState {
     /// The last fetch found nothing: block (or wait) before fetching again, and do not publish
     /// `drained` again.
     drained: AtomicBool,
+    /// Under [`StopWhen::Drained`], a fetch found the queue empty: nothing more is taken from it.
+    exhausted: AtomicBool,
     label: String,
 }
 
@@ -247,6 +266,7 @@ impl QueueState {
             delayed_wake: Notify::new(),
             next_due: AtomicU64::new(u64::MAX),
             drained: AtomicBool::new(false),
+            exhausted: AtomicBool::new(false),
         }
     }
 }
@@ -263,13 +283,21 @@ struct Shared {
     /// lock expires and a stalled check recovers them.
     abandoned: AtomicBool,
     paused: AtomicBool,
-    /// True while the fetch loops must stop (closing or locally paused). They finish the step in
-    /// hand, except a blocking pop, which is abandoned (its connection is dropped, so the server
-    /// cannot hand it a job afterwards): a job is never taken and then dropped.
+    /// True while the fetch loops must stop (closing, locally paused, or done taking). They
+    /// finish the step in hand; a blocking pop is ended with `CLIENT UNBLOCK` and returns what the
+    /// server already moved, which is processed: a job is never taken and then dropped.
     stopping: watch::Sender<bool>,
+    /// Becomes true, for good, once the worker has taken all that `stop_when` allows.
+    done_taking: watch::Sender<bool>,
+    /// Jobs taken, and the takes left under [`StopWhen::MaxJobs`].
+    takes: stop::Takes,
+    /// Queues found empty under [`StopWhen::Drained`], of `queue_count`.
+    drained_queues: AtomicUsize,
+    queue_count: usize,
     counters: Counters,
-    /// Jobs taken and not yet finished, all queues.
-    in_hand: AtomicUsize,
+    /// Jobs taken and not yet finished, all queues; counted by [`Holding`] guards, watched by
+    /// `close` and `pause_local`.
+    in_hand: watch::Sender<usize>,
     handlers: tokio::runtime::Handle,
 }
 
@@ -279,12 +307,61 @@ impl Shared {
         format!("{}:{}", self.token, self.activations.fetch_add(1, Ordering::Relaxed))
     }
 
+    /// Counts a taken job as in hand until the guard is dropped.
+    fn hold(self: &Arc<Self>) -> Holding {
+        self.in_hand.send_modify(|n| *n += 1);
+        Holding(self.clone())
+    }
+
     fn stopped(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
 
     fn paused(&self) -> bool {
         self.paused.load(Ordering::Acquire)
+    }
+
+    /// Whether the fetch loops are asked to stop.
+    fn stop_asked(&self) -> bool {
+        *self.stopping.borrow() || self.stopped() || self.paused()
+    }
+
+    /// Whether a job of `q` may be taken now: no stop is asked and, under
+    /// [`StopWhen::Drained`], `q` has not been found empty.
+    fn may_take(&self, q: &QueueState) -> bool {
+        !self.stop_asked() && !q.exhausted.load(Ordering::Acquire)
+    }
+
+    /// The right to take the next job of `q` now (a completion fetching the next job), if it may
+    /// be taken and [`StopWhen::MaxJobs`] leaves one.
+    fn try_take(&self, q: &QueueState) -> Option<stop::Take<'_>> {
+        if self.may_take(q) { self.takes.try_reserve() } else { None }
+    }
+
+    /// Records a job taken with `take`. The last one [`StopWhen::MaxJobs`] allows stops the
+    /// taking.
+    fn taken(&self, take: stop::Take<'_>) {
+        if self.takes.record(take) {
+            tracing::info!(jobs = self.takes.limit(), "took the most jobs allowed; taking no more");
+            self.stop_taking();
+        }
+    }
+
+    /// A fetch found `q` empty under [`StopWhen::Drained`]: stops taking from it, and stops the
+    /// worker taking once every queue has been found empty.
+    fn found_drained(&self, q: &QueueState) {
+        if !q.exhausted.swap(true, Ordering::AcqRel)
+            && self.drained_queues.fetch_add(1, Ordering::AcqRel) + 1 == self.queue_count
+        {
+            tracing::info!("every queue was found empty; taking no more jobs");
+            self.stop_taking();
+        }
+    }
+
+    /// The worker has taken all it was asked to: the fetch loops stop for good.
+    fn stop_taking(&self) {
+        self.done_taking.send_replace(true);
+        self.stopping.send_replace(true);
     }
 
     /// Resolves once the fetch loops are asked to stop.
@@ -301,6 +378,15 @@ impl Shared {
             _ = tokio::time::sleep(d) => {}
             _ = self.stop_requested() => {}
         }
+    }
+}
+
+/// One job in hand, from its take until its task ends (also by unwinding).
+struct Holding(Arc<Shared>);
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.0.in_hand.send_modify(|n| *n -= 1);
     }
 }
 
@@ -372,11 +458,18 @@ impl Worker {
             abandoned: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             stopping: watch::channel(false).0,
+            done_taking: watch::channel(false).0,
+            takes: stop::Takes::new(settings.stop_when),
+            drained_queues: AtomicUsize::new(0),
+            queue_count: queues.len(),
             counters: Counters::default(),
-            in_hand: AtomicUsize::new(0),
+            in_hand: watch::channel(0).0,
             handlers,
             settings,
         });
+        if shared.takes.exhausted() {
+            shared.stop_taking(); // StopWhen::MaxJobs(0)
+        }
         let queues: Vec<Arc<QueueState>> = queues.into_iter().map(|spec| Arc::new(QueueState::new(spec))).collect();
         let mut duties = Vec::new();
         if let Some(subscriber) = connections.subscriber() {
@@ -428,9 +521,7 @@ impl Worker {
     }
 
     async fn wait_until_empty_handed(&self) {
-        while self.shared.in_hand.load(Ordering::Acquire) > 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let _ = self.shared.in_hand.subscribe().wait_for(|n| *n == 0).await;
     }
 
     /// Counters of this worker.
@@ -443,7 +534,7 @@ impl Worker {
             lost_locks: c.lost_locks.load(Ordering::Relaxed),
             stalled_recovered: c.stalled_recovered.load(Ordering::Relaxed),
             stalled_failed: c.stalled_failed.load(Ordering::Relaxed),
-            active: self.shared.in_hand.load(Ordering::Acquire) as u64,
+            active: *self.shared.in_hand.borrow() as u64,
         }
     }
 
@@ -465,18 +556,51 @@ impl Worker {
         self.wait_until_empty_handed().await;
     }
 
-    /// Takes jobs again after [`Worker::pause_local`].
+    /// Takes jobs again after [`Worker::pause_local`] (unless it has taken all that
+    /// [`WorkerSettings::stop_when`] allows).
     pub fn resume_local(&self) {
-        if self.shared.paused.swap(false, Ordering::AcqRel) && !self.shared.stopped() {
+        if self.shared.paused.swap(false, Ordering::AcqRel)
+            && !self.shared.stopped()
+            && !*self.shared.done_taking.borrow()
+        {
             self.shared.stopping.send_replace(false);
             self.spawn_fetchers();
         }
     }
 
-    /// Stops fetching, lets jobs in hand finish until `deadline`, then stops everything. Jobs
-    /// still running then keep their lock until it expires and are recovered by a stalled check
-    /// (of this worker's successor or any other worker): never dropped, possibly run twice.
-    pub async fn close(self, deadline: Duration) {
+    /// Runs until `shutdown` resolves, or until the worker has stopped taking jobs by itself
+    /// ([`WorkerSettings::stop_when`]), then closes it with `drain_deadline` (see
+    /// [`Worker::close`]) and returns its final counters. This is what a service's `main` awaits:
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use queue_core::{Connections, Outcome, Queue, QueueSpec, Worker, WorkerSettings, handler};
+    /// # async fn example(connections: Connections, files: Queue) -> queue_core::Result<()> {
+    /// let process = handler(|_job| async { Outcome::Completed(serde_json::Value::Null) });
+    /// let worker = Worker::start(&connections, WorkerSettings::default(), vec![QueueSpec::new(files, 4, process)]).await?;
+    /// let shutdown = async {
+    ///     let _ = tokio::signal::ctrl_c().await;
+    /// };
+    /// let stats = worker.run_until(shutdown, Duration::from_secs(30)).await;
+    /// tracing::info!(?stats, "worker stopped");
+    /// # Ok(()) }
+    /// ```
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>, drain_deadline: Duration) -> WorkerStats {
+        let mut done_taking = self.shared.done_taking.subscribe();
+        tokio::select! {
+            () = shutdown => tracing::info!("shutdown requested; closing the worker"),
+            _ = done_taking.wait_for(|done| *done) => {
+                tracing::info!(stop_when = ?self.shared.settings.stop_when, "the worker stopped taking jobs by itself");
+            }
+        }
+        self.close(drain_deadline).await
+    }
+
+    /// Stops fetching, lets jobs in hand finish until `deadline`, then stops everything, and
+    /// returns the final counters. Jobs still running then keep their lock until it expires and
+    /// are recovered by a stalled check (of this worker's successor or any other worker): never
+    /// dropped, possibly run twice.
+    pub async fn close(self, deadline: Duration) -> WorkerStats {
         self.shared.closing.store(true, Ordering::Release);
         self.stop_fetchers().await;
         if tokio::time::timeout(deadline, self.wait_until_empty_handed()).await.is_err() {
@@ -489,7 +613,9 @@ impl Worker {
         for duty in &self.duties {
             duty.abort();
         }
-        tracing::info!(stats = ?self.stats(), "worker closed");
+        let stats = self.stats();
+        tracing::info!(?stats, "worker closed");
+        stats
     }
 }
 

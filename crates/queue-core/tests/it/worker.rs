@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use queue_core::tooling::{self, keys_of};
 use queue_core::{
-    Backoff, ConnectionPlan, Connections, Error, JobOptions, JobState, Outcome, Queue, QueueSpec, Worker,
+    Backoff, ConnectionPlan, Connections, Error, JobOptions, JobState, Outcome, Queue, QueueSpec, StopWhen, Worker,
     WorkerSettings, handler,
 };
 use serde_json::{Value, json};
@@ -368,7 +368,8 @@ async fn malformed_jobs_fail_with_a_reason_and_the_rest_goes_on() {
     .unwrap();
     let settled = eventually(Duration::from_secs(10), async || {
         let c = q.get_job_counts().await.unwrap();
-        c.completed == 2 && c.failed == 4 && c.active == 0 && c.waiting == 0
+        // The stalled check counts its failure just after its script returns.
+        c.completed == 2 && c.failed == 4 && c.active == 0 && c.waiting == 0 && worker.stats().stalled_failed == 1
     })
     .await;
     let stats = worker.stats();
@@ -428,8 +429,11 @@ async fn a_worker_on_two_busy_queues_stays_within_its_budget() {
     // Idle now: each queue's fetcher waits in a blocking pop on a connection that carries Bull's
     // getWorkers() label in front of its own name.
     let labels = [keys_of(&files).worker_name_prefix(), keys_of(&hooks).worker_name_prefix()];
+    // The blocking connections may open only once the queues run dry, after the sampling above:
+    // keep counting while waiting for them.
     let labelled = eventually(Duration::from_secs(5), async || {
         names = crate::support::all_client_names(&mut r).await.into_iter().filter(|n| n.contains(&service)).collect();
+        max_seen = max_seen.max(names.len());
         labels.iter().all(|l| names.iter().any(|n| n.starts_with(&format!("{l}:{service}:blocking:"))))
     })
     .await;
@@ -1063,4 +1067,145 @@ async fn typed_handlers_fail_jobs_whose_data_does_not_decode_and_go_on() {
     assert_eq!(failed.attempts_made, 1);
     assert_eq!(q.get_job(&good).await.unwrap().unwrap().returnvalue, Some(json!({"thumb": "/a.png@64"})));
     assert_eq!(*seen.lock().unwrap(), vec![good, last]);
+}
+
+/// A close that comes just as the fetch loop goes back to its blocking pop after a completion
+/// must end the pop, not wait out the drain delay; and what the pop took must not be forgotten.
+/// Even rounds close as the handler returns (during the completion); odd rounds close when the
+/// fetch after it announces `drained`, which is the instant the loop heads for `BLMOVE`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_right_after_a_completion_ends_the_blocking_pop() {
+    let connections = Connections::builder(config(&test_support::redis_url(), 3), "it-unblock")
+        .subscriber(true)
+        .blocking(1)
+        .build()
+        .unwrap();
+    let q = Queue::new(&connections, "unblock").unwrap();
+    let subscriber = tooling::subscriber(&connections).unwrap();
+    let mut events = subscriber.events();
+    let drained_channel = keys_of(&q).key("drained");
+    subscriber.subscribe(&drained_channel).await.unwrap();
+    let mut drained = async || loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+            Ok(Ok(queue_core::tooling::SubscriberEvent::Message(m))) if m.channel == drained_channel => return,
+            Ok(Ok(_)) => {}
+            other => panic!("no drained message: {other:?}"),
+        }
+    };
+    let settings = fast().drain_delay(Duration::from_secs(30));
+    let mut added = 0;
+    for round in 0..50u64 {
+        let (completed_tx, mut completed) = tokio::sync::mpsc::unbounded_channel();
+        let signalling = handler(move |job| {
+            let completed_tx = completed_tx.clone();
+            async move {
+                let _ = completed_tx.send(());
+                Outcome::Completed(json!({"id": job.id()}))
+            }
+        });
+        let worker = Worker::start(&connections, settings.clone(), vec![QueueSpec::new(q.clone(), 1, signalling)])
+            .await
+            .unwrap();
+        assert!(worker.is_blocking());
+        drained().await; // the first fetch found nothing: the loop is in its blocking pop
+        q.add("j", json!({"round": round}), JobOptions::default()).await.unwrap();
+        added += 1;
+        tokio::time::timeout(Duration::from_secs(10), completed.recv()).await.expect("the job runs").unwrap();
+        if round % 2 == 1 {
+            drained().await;
+        }
+        let started = Instant::now();
+        worker.close(Duration::from_secs(10)).await;
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(5), "round {round}: close waited {took:?} for the blocking pop");
+        let counts = q.get_job_counts().await.unwrap();
+        assert_eq!(counts.active, 0, "round {round}: a job was taken and then forgotten: {counts:?}");
+        assert_eq!(counts.completed + counts.waiting, added, "round {round}: {counts:?}");
+    }
+}
+
+/// `StopWhen::MaxJobs(n)` takes exactly n jobs: neither the fetch loops (several at once with
+/// concurrency) nor a completion fetching the next job in the same call take one more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_jobs_takes_exactly_that_many_and_run_until_returns_final_stats() {
+    let connections =
+        Connections::builder(config(&test_support::redis_url(), 2), "it-maxjobs").blocking(1).build().unwrap();
+    for (concurrency, max) in [(1, 5), (4, 5), (4, 2), (1, 0)] {
+        let q = Queue::new(&connections, &format!("max-{concurrency}-{max}")).unwrap();
+        let jobs = (0..12).map(|i| queue_core::NewJob::new("j", json!({"sleepMs": 20, "i": i}), JobOptions::default()));
+        q.add_bulk(jobs.map(Result::unwrap).collect()).await.unwrap();
+        let starts: Starts = Default::default();
+        let settings = fast().drain_delay(Duration::from_secs(30)).stop_when(StopWhen::MaxJobs(max));
+        let spec = QueueSpec::new(q.clone(), concurrency, recording(starts.clone()));
+        let worker = Worker::start(&connections, settings, vec![spec]).await.unwrap();
+        let stats = tokio::time::timeout(
+            Duration::from_secs(20),
+            worker.run_until(std::future::pending(), Duration::from_secs(10)),
+        )
+        .await
+        .expect("the worker stops by itself");
+        let case = format!("concurrency {concurrency}, max {max}");
+        assert_eq!((stats.completed, stats.active), (max, 0), "{case}: {stats:?}");
+        let counts = q.get_job_counts().await.unwrap();
+        assert_eq!((counts.completed, counts.active, counts.waiting), (max, 0, 12 - max), "{case}: {counts:?}");
+        assert_eq!(starts.lock().unwrap().len() as u64, max, "{case}: handlers started");
+    }
+}
+
+/// `StopWhen::Drained` processes what is waiting and stops, without blocking for the drain
+/// delay, in both fetch modes; a delayed job is not waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drained_processes_what_is_waiting_and_stops() {
+    for blocking in [1, 0] {
+        let connections =
+            Connections::builder(config(&test_support::redis_url(), 2), "it-drain").blocking(blocking).build().unwrap();
+        let q = Queue::new(&connections, "drain").unwrap();
+        let jobs = (0..6).map(|i| queue_core::NewJob::new("j", json!({"sleepMs": 10, "i": i}), JobOptions::default()));
+        q.add_bulk(jobs.map(Result::unwrap).collect()).await.unwrap();
+        q.add("later", json!({}), JobOptions::default().delay(60_000)).await.unwrap();
+        let settings = fast().drain_delay(Duration::from_secs(30)).stop_when(StopWhen::Drained);
+        let worker =
+            Worker::start(&connections, settings, vec![QueueSpec::new(q.clone(), 2, recording(Default::default()))])
+                .await
+                .unwrap();
+        assert_eq!(worker.is_blocking(), blocking == 1);
+        let stats = tokio::time::timeout(
+            Duration::from_secs(20),
+            worker.run_until(std::future::pending(), Duration::from_secs(10)),
+        )
+        .await
+        .expect("the worker stops by itself");
+        assert_eq!((stats.completed, stats.active), (6, 0), "blocking {blocking}: {stats:?}");
+        let counts = q.get_job_counts().await.unwrap();
+        assert_eq!((counts.completed, counts.active, counts.waiting, counts.delayed), (6, 0, 0, 1), "{counts:?}");
+    }
+}
+
+/// A service's shape: run until the shutdown future resolves, let the job in hand finish, and
+/// return the final counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_until_lets_the_job_in_hand_finish_after_shutdown() {
+    let connections =
+        Connections::builder(config(&test_support::redis_url(), 2), "it-rununtil").blocking(1).build().unwrap();
+    let q = Queue::new(&connections, "service").unwrap();
+    let (started_tx, started) = tokio::sync::oneshot::channel();
+    let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+    let slow = handler(move |_| {
+        let started_tx = started_tx.clone();
+        async move {
+            if let Some(tx) = started_tx.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Outcome::Completed(json!("slept"))
+        }
+    });
+    let id = q.add("j", json!({}), JobOptions::default()).await.unwrap();
+    let worker = Worker::start(&connections, fast(), vec![QueueSpec::new(q.clone(), 1, slow)]).await.unwrap();
+    let shutdown = async {
+        started.await.unwrap();
+    };
+    let stats = worker.run_until(shutdown, Duration::from_secs(10)).await;
+    assert_eq!((stats.completed, stats.active), (1, 0), "{stats:?}");
+    assert_eq!(q.get_job_state(&id).await.unwrap(), Some(JobState::Completed));
 }

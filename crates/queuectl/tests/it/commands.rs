@@ -684,6 +684,16 @@ fn work_stops_taking_jobs_at_max_jobs() {
 
 #[test]
 fn work_stops_gracefully_on_ctrl_c_after_the_job_in_hand() {
+    work_stops_gracefully_on("-INT");
+}
+
+/// A service manager's stop.
+#[test]
+fn work_stops_gracefully_on_sigterm_after_the_job_in_hand() {
+    work_stops_gracefully_on("-TERM");
+}
+
+fn work_stops_gracefully_on(signal: &str) {
     let ctx = Ctx::new();
     let id = ctx.add("files", "{}", &[]);
     let mut work = ctx.spawn(&["work", "files", "--exec", "sleep 1; echo '{\"slept\":true}'", "--json"]);
@@ -693,7 +703,7 @@ fn work_stops_gracefully_on_ctrl_c_after_the_job_in_hand() {
         assert!(Instant::now() < deadline, "the job never became active");
         sleep(Duration::from_millis(20));
     }
-    let interrupted = Command::new("kill").args(["-INT", &work.child.id().to_string()]).status().expect("kill runs");
+    let interrupted = Command::new("kill").args([signal, &work.child.id().to_string()]).status().expect("kill runs");
     assert!(interrupted.success());
     work.wait_for_stderr("stopping");
     let status = work.child.wait().expect("queuectl exits");
