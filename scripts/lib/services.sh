@@ -71,7 +71,7 @@ fi
 }
 
 # ---------------------------------------------------------------------------------------------
-# Postgres (best effort until a service needs it)
+# Postgres
 ensure_postgres() {
     if [ -n "${DATABASE_URL:-}" ]; then
         say "DATABASE_URL is set; not touching the local Postgres"
@@ -101,3 +101,45 @@ ensure_postgres() {
     return 1
 }
 
+
+# The local development role and database (`app`/`app`, CREATEDB for per-test databases), made
+# once on a local cluster when DATABASE_URL is unset. Exports DATABASE_URL for what runs next.
+DEFAULT_DATABASE_URL="postgres://app:app@127.0.0.1:5432/app"
+ensure_app_database() {
+    if [ -n "${DATABASE_URL:-}" ]; then
+        return 0
+    fi
+    ensure_postgres || die "could not make Postgres available on 127.0.0.1:5432"
+    if ! PGPASSWORD=app psql -h 127.0.0.1 -U app -d app -qtAc 'SELECT 1' >/dev/null 2>&1; then
+        say "creating the local Postgres role and database app (password app, CREATEDB)"
+        psql_as_postgres <<'SQL' || die "could not create the Postgres role and database app"
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'app') THEN
+        CREATE ROLE app LOGIN PASSWORD 'app' CREATEDB;
+    ELSE
+        ALTER ROLE app LOGIN PASSWORD 'app' CREATEDB;
+    END IF;
+END $$;
+SELECT 'CREATE DATABASE app OWNER app' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'app')\gexec
+SQL
+    fi
+    export DATABASE_URL="$DEFAULT_DATABASE_URL"
+    say "Postgres: postgres://app:***@127.0.0.1:5432/app"
+}
+
+# psql as the cluster's superuser (peer authentication over the local socket), SQL on stdin.
+psql_as_postgres() {
+    if [ "$(id -u)" -eq 0 ]; then
+        su postgres -s /bin/sh -c 'psql -v ON_ERROR_STOP=1 -qtA'
+    else
+        sudo -u postgres psql -v ON_ERROR_STOP=1 -qtA
+    fi
+}
+
+# ffmpeg and ffprobe, which worker-svc runs for media.
+ensure_ffmpeg() {
+    if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
+        say "ffmpeg not found; installing it"
+        apt_install ffmpeg
+    fi
+}

@@ -1,0 +1,90 @@
+//! The job contract between api-svc and worker-svc: the queues and the data of their jobs.
+//!
+//! Every payload carries `v`, the contract version. A worker refuses a version it does not know
+//! (the job fails for good with a reason naming it) instead of guessing, so a producer and a
+//! worker of different releases cannot silently disagree about what a field means.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The file-processing queue.
+pub const FILES_QUEUE: &str = "files";
+/// The callback-delivery queue.
+pub const WEBHOOKS_QUEUE: &str = "webhooks";
+/// The contract version this build writes and reads.
+pub const VERSION: u32 = 1;
+
+/// Attempts of a `files` job (a crash or a transient error retries; bad media does not).
+pub const FILE_ATTEMPTS: u64 = 3;
+/// Attempts of a `webhooks` job, with exponential backoff from [`WEBHOOK_BACKOFF_MS`].
+pub const WEBHOOK_ATTEMPTS: u64 = 8;
+/// First retry delay of a callback delivery; doubles each time (1 s, 2 s, 4 s, ...).
+pub const WEBHOOK_BACKOFF_MS: u64 = 1000;
+
+/// A file to process. The Bull job id is the file id, so enqueuing twice is harmless.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileJob {
+    /// Contract version: [`VERSION`].
+    pub v: u32,
+    /// The file's id (the Postgres row and the storage keys).
+    pub file_id: Uuid,
+}
+
+impl FileJob {
+    /// The job for `file_id`.
+    pub fn new(file_id: Uuid) -> Self {
+        FileJob { v: VERSION, file_id }
+    }
+
+    /// The Bull job id of this file's job.
+    pub fn job_id(&self) -> String {
+        self.file_id.to_string()
+    }
+}
+
+/// A callback to deliver: POST `payload` to `url`, signed. The Bull job id is `webhook_id`, which
+/// also goes out as the `webhook-id` header and stays the same across retries, so receivers
+/// can deduplicate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookJob {
+    /// Contract version: [`VERSION`].
+    pub v: u32,
+    /// The file the callback reports on.
+    pub file_id: Uuid,
+    /// Standard Webhooks' message id: `msg_<file id>_<outcome>`.
+    pub webhook_id: String,
+    /// Where to POST (validated against the allow-list again at delivery).
+    pub url: String,
+    /// The JSON body.
+    pub payload: serde_json::Value,
+}
+
+impl WebhookJob {
+    /// The callback reporting `outcome` (`done` or `failed`) of `file_id`.
+    pub fn new(file_id: Uuid, outcome: &str, url: &str, payload: serde_json::Value) -> Self {
+        WebhookJob { v: VERSION, file_id, webhook_id: format!("msg_{file_id}_{outcome}"), url: url.to_owned(), payload }
+    }
+}
+
+/// Refuses a payload of a contract version this build does not know.
+pub fn check_version(v: u32) -> Result<(), String> {
+    if v == VERSION { Ok(()) } else { Err(format!("unsupported job contract version {v} (this worker reads {VERSION})")) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_carry_their_version_and_refuse_unknown_fields() {
+        let id = Uuid::nil();
+        let job = serde_json::to_value(FileJob::new(id)).unwrap();
+        assert_eq!(job, serde_json::json!({"v": 1, "file_id": "00000000-0000-0000-0000-000000000000"}));
+        let extra = serde_json::json!({"v": 1, "file_id": id, "path": "/etc/passwd"});
+        assert!(serde_json::from_value::<FileJob>(extra).is_err());
+        assert!(check_version(2).unwrap_err().contains("version 2"));
+        assert_eq!(WebhookJob::new(id, "done", "https://x", serde_json::json!({})).webhook_id, format!("msg_{id}_done"));
+    }
+}

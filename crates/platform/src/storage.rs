@@ -1,0 +1,317 @@
+//! Where files live: one layer over the `object_store` crate, used by api-svc and worker-svc
+//! alike. Today the store is local files under `STORAGE_DIR`; `STORAGE_URL` (S3 and friends)
+//! plugs in here without the services changing.
+//!
+//! Keys: `files/<id>/original` for an upload, `files/<id>/artifacts/<name>` for what processing
+//! makes. A client's filename never becomes part of a key.
+//!
+//! Writes are all-or-nothing: an upload streams into a multipart upload, which the local store
+//! stages in a temporary file and renames into place when it completes (and fsyncs here); an
+//! upload that fails or is too large is aborted, so nothing is ever visible under a final key
+//! until it is whole.
+
+use std::ops::Range;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, WriteMultipart};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use uuid::Uuid;
+
+use crate::env::{ConfigError, Env};
+
+/// Chunk size of multipart writes.
+const PART_SIZE: usize = 5 * 1024 * 1024;
+
+/// What went wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// More bytes than allowed arrived; nothing was kept.
+    #[error("content is larger than {limit} bytes")]
+    TooLarge {
+        /// The limit.
+        limit: u64,
+    },
+    /// The body stream failed (the client went away, a broken multipart body).
+    #[error("reading the content failed: {0}")]
+    Source(String),
+    /// No object under that key.
+    #[error("not found")]
+    NotFound,
+    /// The store failed (disk full, permissions, a network error for remote stores).
+    #[error("storage failed: {0}")]
+    Store(#[from] object_store::Error),
+    /// A local file operation failed.
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StorageError {
+    fn from_store(e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { .. } => StorageError::NotFound,
+            other => StorageError::Store(other),
+        }
+    }
+}
+
+/// What was stored: its size and sha256, computed on the way in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// Bytes.
+    pub size: u64,
+    /// Lowercase hex sha256.
+    pub sha256: String,
+}
+
+/// An object's size and ETag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Bytes.
+    pub size: u64,
+    /// The store's entity tag, if it has one.
+    pub e_tag: Option<String>,
+}
+
+impl From<ObjectMeta> for Meta {
+    fn from(m: ObjectMeta) -> Self {
+        Meta { size: m.size, e_tag: m.e_tag }
+    }
+}
+
+/// The file store. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    /// The directory of the local store, to fsync what lands there.
+    local_root: Option<PathBuf>,
+    description: String,
+}
+
+impl Storage {
+    /// `STORAGE_URL` unset: local files under `STORAGE_DIR` (required; created if missing).
+    /// Object storage (`STORAGE_URL=s3://…`) is not built yet and is refused naming the
+    /// variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        if let Some(url) = env.get("STORAGE_URL") {
+            return Err(ConfigError::new(
+                "STORAGE_URL",
+                format!("{:?}: only local files (STORAGE_DIR) are supported by this build", url.split('?').next().unwrap_or("")),
+            ));
+        }
+        let dir = env.required("STORAGE_DIR")?;
+        Self::local(FsPath::new(&dir)).map_err(|e| ConfigError::new("STORAGE_DIR", format!("{dir}: {e}")))
+    }
+
+    /// Local files under `dir`.
+    pub fn local(dir: &FsPath) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(dir)?;
+        let root = dir.canonicalize()?;
+        let store = LocalFileSystem::new_with_prefix(&root)?;
+        Ok(Storage {
+            store: Arc::new(store),
+            description: format!("local files under {}", root.display()),
+            local_root: Some(root),
+        })
+    }
+
+    /// What the store is, for logs and ops pages (no credentials).
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+
+    /// The key of a file's upload.
+    pub fn original_key(id: Uuid) -> Path {
+        Path::from_iter(["files", &id.to_string(), "original"])
+    }
+
+    /// The key of a file's artifact `name` (a name this product chose, e.g. `thumbnail.jpg`).
+    pub fn artifact_key(id: Uuid, name: &str) -> Path {
+        Path::from_iter(["files", &id.to_string(), "artifacts", name])
+    }
+
+    /// Streams `body` into `key`, at most `limit` bytes, computing size and sha256 on the way.
+    /// On any error (too large, the body failing, the store failing) the upload is aborted and
+    /// nothing is left under `key`.
+    pub async fn put_stream<S, E>(&self, key: &Path, body: S, limit: u64) -> Result<Stored, StorageError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let upload = self.store.put_multipart(key).await.map_err(StorageError::from_store)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut body = body;
+        let failed = loop {
+            match body.next().await {
+                None => break None,
+                Some(Err(e)) => break Some(StorageError::Source(e.to_string())),
+                Some(Ok(chunk)) => {
+                    size += chunk.len() as u64;
+                    if size > limit {
+                        break Some(StorageError::TooLarge { limit });
+                    }
+                    hasher.update(&chunk);
+                    if let Err(e) = writer.wait_for_capacity(4).await {
+                        break Some(StorageError::from_store(e));
+                    }
+                    writer.put(chunk);
+                }
+            }
+        };
+        if let Some(e) = failed {
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(key = %key, error = %abort, "could not abort an upload");
+            }
+            return Err(e);
+        }
+        writer.finish().await.map_err(StorageError::from_store)?;
+        self.sync(key).await?;
+        Ok(Stored { size, sha256: hex::encode(hasher.finalize()) })
+    }
+
+    /// Makes what landed under `key` durable (local store: fsync the file and its directory).
+    async fn sync(&self, key: &Path) -> Result<(), StorageError> {
+        let Some(root) = &self.local_root else { return Ok(()) };
+        let path = root.join(key.as_ref());
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::File::open(&path)?.sync_all()?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::Io(std::io::Error::other(e)))??;
+        Ok(())
+    }
+
+    /// Uploads a local file (a derivative a worker made) to `key`.
+    pub async fn put_file(&self, key: &Path, file: &FsPath) -> Result<Stored, StorageError> {
+        let reader = tokio::fs::File::open(file).await?;
+        let stream = tokio_util_stream(reader);
+        self.put_stream(key, stream, u64::MAX).await
+    }
+
+    /// Size and ETag of `key`.
+    pub async fn head(&self, key: &Path) -> Result<Meta, StorageError> {
+        self.store.head(key).await.map(Meta::from).map_err(StorageError::from_store)
+    }
+
+    /// The bytes of `key` (a `range` of them when given), as a stream, with the object's meta
+    /// and the range actually served.
+    pub async fn get(
+        &self,
+        key: &Path,
+        range: Option<Range<u64>>,
+    ) -> Result<(Meta, Range<u64>, BoxStream<'static, Result<Bytes, StorageError>>), StorageError> {
+        let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
+        let got = self.store.get_opts(key, options).await.map_err(StorageError::from_store)?;
+        let (meta, served) = (Meta::from(got.meta.clone()), got.range.clone());
+        Ok((meta, served, got.into_stream().map_err(StorageError::from_store).boxed()))
+    }
+
+    /// Copies `key` to a local file (ffmpeg reads files), returning its size and sha256.
+    pub async fn download_to(&self, key: &Path, file: &FsPath) -> Result<Stored, StorageError> {
+        let (_, _, mut stream) = self.get(key, None).await?;
+        let mut out = tokio::fs::File::create(file).await?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            out.write_all(&chunk).await?;
+        }
+        out.flush().await?;
+        Ok(Stored { size, sha256: hex::encode(hasher.finalize()) })
+    }
+
+    /// Deletes every object of file `id` (its upload and artifacts); deleting nothing is fine.
+    pub async fn delete_file(&self, id: Uuid) -> Result<(), StorageError> {
+        let prefix = Path::from_iter(["files", &id.to_string()]);
+        let keys: Vec<Path> = self.store.list(Some(&prefix)).map_ok(|m| m.location).try_collect().await?;
+        for key in keys {
+            match self.store.delete(&key).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// A cheap request that proves the store answers (readiness).
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        let probe = Path::from("files");
+        self.store.list_with_delimiter(Some(&probe)).await.map(drop).map_err(StorageError::from_store)
+    }
+}
+
+/// A file as a stream of byte chunks.
+fn tokio_util_stream(file: tokio::fs::File) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+    use tokio::io::AsyncReadExt;
+    Box::pin(futures_util::stream::unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+        futures_util::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_whole_or_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path()).unwrap();
+        let id = Uuid::new_v4();
+        let key = Storage::original_key(id);
+        let stored = storage.put_stream(&key, chunks(&[b"hello ", b"world"]), 100).await.unwrap();
+        assert_eq!(stored.size, 11);
+        assert_eq!(stored.sha256, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+        let (meta, served, body) = storage.get(&key, Some(6..11)).await.unwrap();
+        assert_eq!((meta.size, served), (11, 6..11));
+        let bytes: Vec<Bytes> = body.try_collect().await.unwrap();
+        assert_eq!(bytes.concat(), b"world");
+
+        let big = Storage::artifact_key(id, "big");
+        let err = storage.put_stream(&big, chunks(&[b"0123456789", b"0123456789"]), 15).await.unwrap_err();
+        assert!(matches!(err, StorageError::TooLarge { limit: 15 }));
+        assert!(matches!(storage.head(&big).await, Err(StorageError::NotFound)));
+        storage.delete_file(id).await.unwrap();
+        assert!(matches!(storage.head(&key).await, Err(StorageError::NotFound)));
+        // Nothing is left on disk: no staged part, no directory entry for the aborted upload.
+        let leftovers: Vec<_> = walk(dir.path());
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    fn walk(dir: &FsPath) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            if entry.path().is_dir() {
+                out.extend(walk(&entry.path()));
+            } else {
+                out.push(entry.path());
+            }
+        }
+        out
+    }
+}
