@@ -138,10 +138,16 @@ mod tests {
     fn values_parse_or_fail_naming_the_variable() {
         let env = Env::from_pairs([("WORKER_CONCURRENCY", "x"), ("MAX_UPLOAD_BYTES", "0"), ("API_TOKENS", "a, b,,")]);
         assert_eq!(env.positive_or("WORKER_CONCURRENCY", 2).unwrap_err().var, "WORKER_CONCURRENCY");
-        assert_eq!(env.positive_or("MAX_UPLOAD_BYTES", 5).unwrap_err().to_string(), "invalid MAX_UPLOAD_BYTES: must be a positive integer");
+        assert_eq!(
+            env.positive_or("MAX_UPLOAD_BYTES", 5).unwrap_err().to_string(),
+            "invalid MAX_UPLOAD_BYTES: must be a positive integer"
+        );
         assert_eq!(env.positive_or("METRICS_PORT", 5).unwrap(), 5);
         assert_eq!(env.list("API_TOKENS"), vec!["a", "b"]);
-        assert_eq!(env.required("STORAGE_DIR").unwrap_err().to_string(), "invalid STORAGE_DIR: is required and not set");
+        assert_eq!(
+            env.required("STORAGE_DIR").unwrap_err().to_string(),
+            "invalid STORAGE_DIR: is required and not set"
+        );
     }
 
     #[test]

@@ -70,7 +70,11 @@ impl WebhookJob {
 
 /// Refuses a payload of a contract version this build does not know.
 pub fn check_version(v: u32) -> Result<(), String> {
-    if v == VERSION { Ok(()) } else { Err(format!("unsupported job contract version {v} (this worker reads {VERSION})")) }
+    if v == VERSION {
+        Ok(())
+    } else {
+        Err(format!("unsupported job contract version {v} (this worker reads {VERSION})"))
+    }
 }
 
 #[cfg(test)]
@@ -85,6 +89,9 @@ mod tests {
         let extra = serde_json::json!({"v": 1, "file_id": id, "path": "/etc/passwd"});
         assert!(serde_json::from_value::<FileJob>(extra).is_err());
         assert!(check_version(2).unwrap_err().contains("version 2"));
-        assert_eq!(WebhookJob::new(id, "done", "https://x", serde_json::json!({})).webhook_id, format!("msg_{id}_done"));
+        assert_eq!(
+            WebhookJob::new(id, "done", "https://x", serde_json::json!({})).webhook_id,
+            format!("msg_{id}_done")
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! What every service of the product stands on, written once so that api-svc, worker-svc and
 //! health-svc cannot drift apart:
 //!
+//! - [`callback`]: which callback URLs may be called (SSRF guard);
 //! - [`env`]: typed configuration from the environment; a bad or unknown-but-ours variable stops
 //!   start-up naming it;
 //! - [`telemetry`]: `tracing` with `LOG_FORMAT=json|pretty`;
@@ -12,6 +13,7 @@
 //! - [`storage`]: files, through `object_store`.
 #![warn(missing_docs)]
 
+pub mod callback;
 pub mod env;
 pub mod jobs;
 pub mod records;

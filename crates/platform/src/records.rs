@@ -222,16 +222,29 @@ impl Database {
 
     /// The file, if it exists.
     pub async fn get_file(&self, id: Uuid) -> sqlx::Result<Option<FileRecord>> {
-        sqlx::query_as(AssertSqlSafe(format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1"))).bind(id).fetch_optional(&self.pool).await
+        sqlx::query_as(AssertSqlSafe(format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// The upload that used `key` with `token_id` within `window`, if any.
-    pub async fn find_idempotent(&self, token_id: &str, key: &str, window: Duration) -> sqlx::Result<Option<FileRecord>> {
+    pub async fn find_idempotent(
+        &self,
+        token_id: &str,
+        key: &str,
+        window: Duration,
+    ) -> sqlx::Result<Option<FileRecord>> {
         let sql = format!(
             "SELECT {FILE_COLUMNS} FROM files WHERE token_id = $1 AND idempotency_key = $2 \
              AND created_at > now() - make_interval(secs => $3)"
         );
-        sqlx::query_as(AssertSqlSafe(sql)).bind(token_id).bind(key).bind(window.as_secs_f64()).fetch_optional(&self.pool).await
+        sqlx::query_as(AssertSqlSafe(sql))
+            .bind(token_id)
+            .bind(key)
+            .bind(window.as_secs_f64())
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Frees `key` of `token_id` where its window has passed, so it can be used again.

@@ -102,7 +102,10 @@ impl Storage {
         if let Some(url) = env.get("STORAGE_URL") {
             return Err(ConfigError::new(
                 "STORAGE_URL",
-                format!("{:?}: only local files (STORAGE_DIR) are supported by this build", url.split('?').next().unwrap_or("")),
+                format!(
+                    "{:?}: only local files (STORAGE_DIR) are supported by this build",
+                    url.split('?').next().unwrap_or("")
+                ),
             ));
         }
         let dir = env.required("STORAGE_DIR")?;

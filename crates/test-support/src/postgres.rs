@@ -21,9 +21,9 @@ pub fn database_url() -> String {
 /// Databases of earlier runs older than two hours are dropped on the way.
 pub async fn fresh_database() -> String {
     let admin = database_url();
-    let mut conn = PgConnection::connect(&admin)
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach the test Postgres at {}: {e} (scripts/test prepares it)", redact(&admin)));
+    let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+        panic!("cannot reach the test Postgres at {}: {e} (scripts/test prepares it)", redact(&admin))
+    });
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
     let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'")
         .fetch_all(&mut conn)
