@@ -179,7 +179,7 @@ pub struct RetryArgs {
     #[arg(long)]
     pub all: bool,
     /// With --all: jobs per script call (default: queue-core's DEFAULT_RETRY_SLICE).
-    #[arg(long, requires = "all")]
+    #[arg(long, conflicts_with = "id")]
     pub slice: Option<usize>,
 }
 
@@ -195,7 +195,7 @@ pub struct PromoteArgs {
     #[arg(long)]
     pub all: bool,
     /// With --all: jobs per script call (default: queue-core's DEFAULT_PROMOTE_SLICE).
-    #[arg(long, requires = "all")]
+    #[arg(long, conflicts_with = "id")]
     pub slice: Option<usize>,
 }
 
