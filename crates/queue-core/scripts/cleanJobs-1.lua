@@ -1,18 +1,28 @@
 --[[
-  Removes jobs of one state older than a cutoff (Bull 4 cleanJobsInSet-3.lua), skipping locked
-  jobs. A job's age is its first present field of finishedOn, processedOn, timestamp, compared as
-  numbers (Bull compares them as strings).
+  Removes jobs of one state older than a cutoff, skipping locked jobs (Bull 4 cleanJobsInSet-3.lua),
+  looking at one slice of the state per call: a walk from the oldest end that the caller
+  continues with the returned cursor until it reports the state done. A job's age is its first
+  present field of finishedOn, processedOn, timestamp, compared as numbers (Bull compares them
+  as strings). A member without a hash (an orphan) is removed too.
 
   KEYS[1] the state's list or zset
-  ARGV[1] base key "P:Q:"   ARGV[2] cutoff ms   ARGV[3] limit (0 = no limit)   ARGV[4] "list" or "zset"
-  ARGV[5] "1" when the state is completed or failed (zset scored by finishedOn)
-  Returns the removed ids.
+  ARGV[1] base key "P:Q:"   ARGV[2] cutoff ms   ARGV[3] most jobs to remove in this call
+  ARGV[4] "list" or "zset"   ARGV[5] "1" when the state is completed or failed (zset scored by finishedOn)
+  ARGV[6] slice: most entries to look at in this call
+  ARGV[7] cursor: the last entry looked at and kept ("" to start)
+  ARGV[8] cursor position: for a list, the entries at its tail looked at and kept; for a zset, the cursor's score
+  Returns {removed ids, cursor, cursor position, 1 when the whole state has been looked at else 0, entries looked at}.
 ]]
 local rcall = redis.call
+local key = KEYS[1]
 local base = ARGV[1]
 local cutoff = tonumber(ARGV[2])
 local limit = tonumber(ARGV[3])
+local finished = ARGV[5] == "1"
+local slice = tonumber(ARGV[6])
+local cursor = ARGV[7]
 local removed = {}
+local looked = 0
 
 local function age(id)
   local fields = rcall("HMGET", base .. id, "finishedOn", "processedOn", "timestamp")
@@ -25,7 +35,7 @@ end
 local function removeJob(id)
   -- A job that never finishes never frees its debounce slot: free it here (Bull does the
   -- same for every state but completed and failed, whose slots were freed when they finished).
-  if ARGV[5] ~= "1" then
+  if not finished then
     local deid = rcall("HGET", base .. id, "deid")
     if deid and rcall("GET", base .. "de:" .. deid) == id then
       rcall("DEL", base .. "de:" .. deid)
@@ -43,43 +53,67 @@ end
 local function eligible(id)
   if rcall("EXISTS", base .. id .. ":lock") == 1 then return false end
   local t = age(id)
-  -- A member without a hash is an orphan: clean it too.
   return t == nil or t <= cutoff
 end
 
 if ARGV[4] == "list" then
-  local ids = rcall("LRANGE", KEYS[1], 0, -1)
+  local ids, first, skip = listWindow(key, tonumber(ARGV[8]), cursor, slice)
+  local done = first == 0
+  local marked = 0
   -- Oldest entries sit at the tail.
   for i = #ids, 1, -1 do
-    if limit > 0 and #removed >= limit then break end
+    if #removed >= limit then
+      done = false
+      break
+    end
     local id = ids[i]
+    looked = looked + 1
     if id ~= "" and eligible(id) then
-      rcall("LSET", KEYS[1], i - 1, "")
+      rcall("LSET", key, first + i - 1, "")
+      marked = marked + 1
       removeJob(id)
       removed[#removed + 1] = id
-    end
-  end
-  if #removed > 0 then
-    rcall("LREM", KEYS[1], 0, "")
-  end
-else
-  local ids
-  if ARGV[5] == "1" then
-    if limit > 0 then
-      ids = rcall("ZRANGEBYSCORE", KEYS[1], 0, cutoff, "LIMIT", 0, limit)
     else
-      ids = rcall("ZRANGEBYSCORE", KEYS[1], 0, cutoff)
+      skip = skip + 1
+      cursor = id
     end
-  else
-    ids = rcall("ZRANGE", KEYS[1], 0, -1)
   end
-  for _, id in ipairs(ids) do
-    if limit > 0 and #removed >= limit then break end
-    if eligible(id) then
-      rcall("ZREM", KEYS[1], id)
-      removeJob(id)
-      removed[#removed + 1] = id
-    end
+  dropMarked(key, marked)
+  if skip == 0 then cursor = "" end
+  return {removed, cursor, tostring(skip), done and 1 or 0, looked}
+end
+
+local start = 0
+local at = ARGV[8]
+if cursor ~= "" then
+  local rank = rcall("ZRANK", key, cursor)
+  if rank then
+    start = rank + 1
+  else
+    -- The cursor left the set: start at its score (ties are looked at again).
+    start = rcall("ZCOUNT", key, "-inf", "(" .. at)
   end
 end
-return removed
+local entries = rcall("ZRANGE", key, start, start + slice - 1, "WITHSCORES")
+local done = #entries < 2 * slice
+for i = 1, #entries, 2 do
+  local id, score = entries[i], entries[i + 1]
+  -- Completed and failed sets are scored by finishedOn: past the cutoff, every job is younger.
+  if finished and tonumber(score) > cutoff then
+    done = true
+    break
+  end
+  if #removed >= limit then
+    done = false
+    break
+  end
+  looked = looked + 1
+  if eligible(id) then
+    rcall("ZREM", key, id)
+    removeJob(id)
+    removed[#removed + 1] = id
+  else
+    cursor, at = id, score
+  end
+end
+return {removed, cursor, at, done and 1 or 0, looked}

@@ -8,7 +8,7 @@
   ARGV[6] keep age seconds ("" = none)   ARGV[7] keep count (-1 all, 0 none, N newest)
   ARGV[8] completed event JSON   ARGV[9] "1" = fetch the next job   ARGV[10] lock duration ms
   ARGV[11] "1" when the job has a debounce id   ARGV[12] lock value for the next job
-  ARGV[13] worker token (for active@token)
+  ARGV[13] worker token (for active@token)   ARGV[14] keep slice: most old completed jobs the keep policy deletes
   Returns -2 lock missing (an expired lock, or a job deleted meanwhile), -6 lock held by another
   worker, -3 not active, 0 done, or {"job", id, {field, value...}} done and the next job taken.
   The `stalled` set is left alone: the stalled check ignores ids that are no longer active.
@@ -21,7 +21,8 @@ local jobKey = base .. id
 local released = releaseActive(KEYS[1], jobKey, id, ARGV[3])
 if released < 0 then return released end
 if ARGV[11] == "1" then releaseDebounce(base, jobKey) end
-storeFinished(base, KEYS[2], id, tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7]), "returnvalue", ARGV[5])
+storeFinished(base, KEYS[2], id, tonumber(ARGV[4]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[14]),
+  "returnvalue", ARGV[5])
 rcall("PUBLISH", KEYS[2], ARGV[8])
 
 if ARGV[9] == "1" then

@@ -9,7 +9,7 @@
   ARGV[5] failedReason
   ARGV[6] stacktrace JSON array   ARGV[7] attemptsMade   ARGV[8] "retry", "delay" or "fail"
   ARGV[9] due ms (delay)   ARGV[10] keep age seconds ("" = none)   ARGV[11] keep count
-  ARGV[12] failed event JSON
+  ARGV[12] failed event JSON   ARGV[13] keep slice: most old failed jobs the keep policy deletes
   Returns -1 no job, -2 lock missing, -6 lock held by another worker, -3 not active, 0 done.
 ]]
 local rcall = redis.call
@@ -40,6 +40,6 @@ if mode == "retry" then
 end
 
 releaseDebounce(base, jobKey)
-storeFinished(base, KEYS[2], id, tonumber(ARGV[4]), tonumber(ARGV[10]), tonumber(ARGV[11]))
+storeFinished(base, KEYS[2], id, tonumber(ARGV[4]), tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[13]))
 rcall("PUBLISH", KEYS[2], ARGV[12])
 return 0

@@ -147,6 +147,21 @@ pub enum Error {
     #[error("command {0} is refused on the shared command connection")]
     RefusedCommand(String),
 
+    /// A bulk add failed after some of its slices were added: `added` holds their ids, in order
+    /// (the first `added.len()` of the `of` jobs). Retrying the whole call would add those
+    /// again, unless they have custom ids; retry the jobs after them. After a timeout, the slice
+    /// that timed out may have been added as well.
+    #[error("added {} of {of} jobs, then: {source}", added.len())]
+    PartlyAdded {
+        /// Ids of the jobs added, in order.
+        added: Vec<String>,
+        /// How many jobs the call had.
+        of: usize,
+        /// Why the next slice failed.
+        #[source]
+        source: Box<Error>,
+    },
+
     /// A script returned something this crate does not understand.
     #[error("unexpected reply from script {script}: {detail}")]
     Protocol {
@@ -172,12 +187,16 @@ impl Error {
 
     /// The call ran out of time (connect or command); retrying later may succeed.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout { .. })
+        match self {
+            Error::PartlyAdded { source, .. } => source.is_timeout(),
+            other => matches!(other, Error::Timeout { .. }),
+        }
     }
 
     /// The connection failed or was refused or dropped; the next call reconnects.
     pub fn is_connection_error(&self) -> bool {
         match self {
+            Error::PartlyAdded { source, .. } => source.is_connection_error(),
             Error::Redis { source, .. } => {
                 source.is_io_error()
                     || source.is_connection_dropped()
@@ -188,8 +207,10 @@ impl Error {
         }
     }
 
-    /// Worth retrying as is: a timeout, a connection error, or a full budget.
+    /// Worth retrying as is: a timeout, a connection error, or a full budget. Never
+    /// [`Error::PartlyAdded`]: retrying that call as is would add its first jobs twice.
     pub fn is_retryable(&self) -> bool {
-        self.is_timeout() || self.is_connection_error() || matches!(self, Error::BudgetExhausted { .. })
+        !matches!(self, Error::PartlyAdded { .. })
+            && (self.is_timeout() || self.is_connection_error() || matches!(self, Error::BudgetExhausted { .. }))
     }
 }

@@ -52,7 +52,13 @@ pub use heartbeat::{DEFAULT_HEARTBEAT_INTERVAL, HeartbeatRecord};
 // Jobs and queues, in Bull's shapes.
 pub use bull::job::{DEFAULT_JOB_NAME, Job, JobState};
 pub use bull::options::{Backoff, JobOptions, KeepJobs, RepeatOptions};
-pub use queue::{JobCounts, JobLogs, NewJob, Queue, QueueAdmin, QueueView};
+pub use queue::{CleanProgress, JobCounts, JobLogs, NewJob, Queue, QueueAdmin, QueueView};
+
+// How much one script call may touch: every operation on many jobs works in slices.
+pub use bull::slices::{
+    DEFAULT_ADD_SLICE, DEFAULT_CLEAN_SLICE, DEFAULT_KEEP_SLICE, DEFAULT_OBLITERATE_SLICE, DEFAULT_PROMOTE_SLICE,
+    DEFAULT_RENEW_SLICE, DEFAULT_RETRY_SLICE, DEFAULT_STALLED_SLICE, MAX_SLICE, Slices,
+};
 
 // Processing.
 pub use handler::{ActiveJob, Handler, HandlerFuture, Outcome, handler, typed_handler};

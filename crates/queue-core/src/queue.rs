@@ -8,6 +8,7 @@ use crate::bull::keys::validate_existing_job_id;
 use crate::bull::options::JobOptions;
 use crate::bull::repeat;
 use crate::bull::scripts::{self, Repeat, RepeatMode};
+use crate::bull::slices::Slices;
 use crate::clock::now_ms;
 use crate::connection::command::CommandConnection;
 use crate::connections::Connections;
@@ -16,11 +17,8 @@ use crate::error::{Error, Result};
 mod admin;
 mod view;
 
-pub use admin::QueueAdmin;
+pub use admin::{CleanProgress, QueueAdmin};
 pub use view::{JobCounts, JobLogs, QueueView};
-
-/// Jobs moved per script call by `retry_all_failed`, `obliterate`.
-pub const DEFAULT_BATCH: usize = 1000;
 
 /// One job for [`Queue::add_bulk`].
 #[derive(Clone, Debug)]
@@ -54,6 +52,7 @@ struct Prepared {
 pub struct Queue {
     view: QueueView,
     token: String,
+    slices: Slices,
 }
 
 impl std::ops::Deref for Queue {
@@ -66,7 +65,11 @@ impl std::ops::Deref for Queue {
 
 impl std::fmt::Debug for Queue {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Queue").field("keys", &self.view.keys).field("token", &self.token).finish()
+        f.debug_struct("Queue")
+            .field("keys", &self.view.keys)
+            .field("token", &self.token)
+            .field("slices", &self.slices)
+            .finish()
     }
 }
 
@@ -78,7 +81,24 @@ impl Queue {
 
     /// Queue `name` under an explicit prefix.
     pub fn with_prefix(connections: &Connections, prefix: &str, name: &str) -> Result<Self> {
-        Ok(Queue { view: QueueView::with_prefix(connections, prefix, name)?, token: uuid::Uuid::new_v4().to_string() })
+        Ok(Queue {
+            view: QueueView::with_prefix(connections, prefix, name)?,
+            token: uuid::Uuid::new_v4().to_string(),
+            slices: Slices::default(),
+        })
+    }
+
+    /// The same queue, with other slice sizes (see [`Slices`]; values are kept within
+    /// 1..=[`MAX_SLICE`](crate::MAX_SLICE)). A `Queue` uses `add`; a
+    /// [`QueueAdmin`](crate::QueueAdmin) also `clean`, `obliterate`, `retry` and `promote`.
+    pub fn with_slices(mut self, slices: Slices) -> Self {
+        self.slices = slices.bounded();
+        self
+    }
+
+    /// The slice sizes of this handle's operations.
+    pub fn slices(&self) -> Slices {
+        self.slices
     }
 
     /// This instance's token (the `@token` of its events).
@@ -96,8 +116,24 @@ impl Queue {
         Ok(ids.pop().expect("one id per job"))
     }
 
-    /// Adds jobs atomically, in one round trip: all or none.
+    /// Adds jobs, [`Slices::add`] per script call; returns their ids in order.
+    ///
+    /// Every job is checked before anything is written, so invalid options add nothing. Each
+    /// slice is added atomically (all of its jobs or none), but the call as a whole is not:
+    /// Redis runs one command at a time, and one script adding 100,000 jobs would stall every
+    /// other client of the server for the whole add (about 6 ms per 1,000 jobs on a quiet
+    /// machine, 15 ms seen in production). Bull's `addBulk` is not atomic either (a `MULTI` of
+    /// one `addJob` script per job). If a slice fails, the error
+    /// is [`Error::PartlyAdded`] with the ids of the jobs already added (after a timeout, the
+    /// slice that timed out may have been added too). Dropping the future between slices leaves
+    /// the jobs of the slices already sent, each whole. Custom job ids make a retry of the whole
+    /// call safe: duplicates are not added again.
     pub async fn add_bulk(&self, jobs: Vec<NewJob>) -> Result<Vec<String>> {
+        self.add_bulk_with_progress(jobs, |_| {}).await
+    }
+
+    /// [`Queue::add_bulk`], calling `progress` with the number of jobs added after each slice.
+    pub async fn add_bulk_with_progress(&self, jobs: Vec<NewJob>, progress: impl FnMut(usize)) -> Result<Vec<String>> {
         let now = now_ms();
         let mut prepared = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -112,7 +148,7 @@ impl Queue {
             };
             prepared.push(Prepared { name, data, opts, repeat });
         }
-        self.add_prepared(prepared, now).await
+        self.add_prepared(prepared, now, progress).await
     }
 
     /// Adds the iteration after the one in `job` of a repeatable job, unless the repeatable was
@@ -130,29 +166,46 @@ impl Queue {
             opts: next.opts,
             repeat: Some(Repeat { key: next.key, next_millis: next.next_millis, mode: RepeatMode::Next }),
         };
-        let mut ids = self.add_prepared(vec![prepared], now).await?;
+        let mut ids = self.add_prepared(vec![prepared], now, |_| {}).await?;
         Ok(ids.pop().filter(|id| !id.is_empty()))
     }
 
-    async fn add_prepared(&self, jobs: Vec<Prepared>, now: u64) -> Result<Vec<String>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
+    /// Adds prepared jobs, a slice per `addJobs` call.
+    async fn add_prepared(
+        &self,
+        jobs: Vec<Prepared>,
+        now: u64,
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<String>> {
+        let total = jobs.len();
+        let mut ids = Vec::with_capacity(total);
+        let mut jobs = jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let slice: Vec<scripts::JobToAdd> = jobs
+                .by_ref()
+                .take(self.slices.add)
+                .map(|Prepared { name, data, opts, repeat }| scripts::JobToAdd {
+                    custom_id: opts.job_id.clone(),
+                    name,
+                    data,
+                    opts: opts.to_json(),
+                    timestamp: opts.timestamp.unwrap_or(now),
+                    delay: opts.delay.unwrap_or(0),
+                    priority: opts.priority.unwrap_or(0),
+                    lifo: opts.lifo == Some(true),
+                    repeat,
+                })
+                .collect();
+            match (scripts::AddJobs { keys: &self.keys, token: &self.token, jobs: slice }).run(&self.conn).await {
+                Ok(added) => ids.extend(added),
+                Err(source) if !ids.is_empty() => {
+                    return Err(Error::PartlyAdded { added: ids, of: total, source: Box::new(source) });
+                }
+                Err(e) => return Err(e),
+            }
+            progress(ids.len());
         }
-        let jobs = jobs
-            .into_iter()
-            .map(|Prepared { name, data, opts, repeat }| scripts::JobToAdd {
-                custom_id: opts.job_id.clone(),
-                name,
-                data,
-                opts: opts.to_json(),
-                timestamp: opts.timestamp.unwrap_or(now),
-                delay: opts.delay.unwrap_or(0),
-                priority: opts.priority.unwrap_or(0),
-                lifo: opts.lifo == Some(true),
-                repeat,
-            })
-            .collect();
-        scripts::AddJobs { keys: &self.keys, token: &self.token, jobs }.run(&self.conn).await
+        Ok(ids)
     }
 
     /// Appends a log line to a job; returns the number of lines.

@@ -22,7 +22,6 @@ pub use crate::clock::now_ms;
 pub use crate::connection::blocking::{BLOCK_MARGIN, BlockingPool};
 pub use crate::connection::config::validate_prefix;
 pub use crate::connection::subscriber::{PubSubMessage, Subscriber, SubscriberEvent};
-pub use crate::queue::DEFAULT_BATCH;
 /// Redis replies, for [`Raw::query`]: `Value` is any reply; `FromRedisValue` types read one.
 pub use redis::{FromRedisValue, Value};
 
@@ -101,6 +100,13 @@ impl Raw {
         }
         self.connections.command().query_pipeline(&pipe).await
     }
+}
+
+/// The name of queue-core's script that a call runs, from what the slow log shows of it: the
+/// command (`EVALSHA` or `EVAL`) and its first argument (the SHA1, or the source, possibly cut
+/// short). `None` for other commands and for scripts that are not ours (Node Bull's).
+pub fn script_of_call(command: &str, first_arg: &str) -> Option<&'static str> {
+    crate::bull::scripts::script_of_call(command, first_arg)
 }
 
 /// The key names of a queue (any handle: `Queue` and `QueueAdmin` deref to a view).

@@ -22,6 +22,7 @@ Examples:
   queuectl add files --data '{\"path\":\"/data/a.mp4\"}' --attempts 3 --backoff exponential:1000
   queuectl jobs files --state failed --limit 5 --json
   queuectl retry files --all
+  queuectl promote files --all
   queuectl work files --exec 'jq .path' --concurrency 4
   queuectl doctor";
 
@@ -77,9 +78,9 @@ pub enum Command {
     /// Delete a queue and all its jobs. Destructive.
     #[command(after_help = "Example:\n  queuectl obliterate old-queue --force")]
     Obliterate(ObliterateArgs),
-    /// Move a delayed job to waiting now.
-    #[command(after_help = "Example:\n  queuectl promote files 42")]
-    Promote(JobArgs),
+    /// Move a delayed job, or all of them, to waiting now.
+    #[command(after_help = "Examples:\n  queuectl promote files 42\n  queuectl promote files --all")]
+    Promote(PromoteArgs),
     /// Stream a queue's events as JSON lines until Ctrl-C.
     #[command(after_help = "Example:\n  queuectl events files webhooks")]
     Events(EventsArgs),
@@ -177,6 +178,25 @@ pub struct RetryArgs {
     /// Retry every failed job.
     #[arg(long)]
     pub all: bool,
+    /// With --all: jobs per script call (default: queue-core's DEFAULT_RETRY_SLICE).
+    #[arg(long, conflicts_with = "id")]
+    pub slice: Option<usize>,
+}
+
+/// `promote`.
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// Queue name.
+    pub queue: String,
+    /// The delayed job to promote.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub id: Option<String>,
+    /// Promote every delayed job, due or not.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: jobs per script call (default: queue-core's DEFAULT_PROMOTE_SLICE).
+    #[arg(long, conflicts_with = "id")]
+    pub slice: Option<usize>,
 }
 
 /// `clean`.
@@ -193,6 +213,9 @@ pub struct CleanArgs {
     /// At most this many (0 = all).
     #[arg(long, default_value_t = 0)]
     pub limit: usize,
+    /// Jobs looked at per script call (default: queue-core's DEFAULT_CLEAN_SLICE).
+    #[arg(long)]
+    pub slice: Option<usize>,
 }
 
 /// `obliterate`.
@@ -203,6 +226,9 @@ pub struct ObliterateArgs {
     /// Also delete jobs that are being processed now.
     #[arg(long)]
     pub include_active: bool,
+    /// Jobs deleted per script call (default: queue-core's DEFAULT_OBLITERATE_SLICE).
+    #[arg(long)]
+    pub slice: Option<usize>,
 }
 
 /// `events`.

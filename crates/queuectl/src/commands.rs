@@ -1,18 +1,55 @@
 //! The one-shot commands: add, counts, job, jobs, retry, remove, clean, pause, resume,
 //! obliterate, promote.
+//!
+//! The commands that touch many jobs (`retry --all`, `promote --all`, `clean`, `obliterate`)
+//! run slice by slice (queue-core's `Slices`; `--slice` sets it), draw progress on a terminal,
+//! and stop between two slices on Ctrl-C, saying how far they got; the queue is consistent
+//! then, and running the command again finishes the work.
 
+use std::cell::Cell;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use queue_core::{Backoff, Connections, Job, JobOptions, JobState, KeepJobs, QueueAdmin};
+use queue_core::{Backoff, Connections, Job, JobOptions, JobState, KeepJobs, QueueAdmin, Slices};
 use serde_json::{Value, json};
 
-use crate::cli::{AddArgs, CleanArgs, Global, JobArgs, JobsArgs, ObliterateArgs, RetryArgs};
+use crate::cli::{AddArgs, CleanArgs, Global, JobArgs, JobsArgs, ObliterateArgs, PromoteArgs, RetryArgs};
 use crate::output::{Printer, confirm};
+
+/// Exit code after a Ctrl-C (128 + SIGINT), as shells report it.
+const INTERRUPTED: u8 = 130;
 
 fn queue(connections: &Connections, g: &Global, name: &str) -> anyhow::Result<QueueAdmin> {
     Ok(QueueAdmin::with_prefix(connections, &g.prefix, name)?)
+}
+
+/// The queue with a slice size set from `--slice`, if given.
+fn sliced(q: QueueAdmin, slice: Option<usize>, set: fn(Slices, usize) -> Slices) -> QueueAdmin {
+    match slice {
+        Some(n) => {
+            let slices = set(q.slices(), n);
+            q.with_slices(slices)
+        }
+        None => q,
+    }
+}
+
+/// Runs a slice-wise operation until it is done or Ctrl-C arrives. An interrupted operation
+/// is dropped between two of its script calls (a call already sent still runs whole in Redis),
+/// so the queue is consistent; `None` then.
+async fn until_ctrl_c<T>(operation: impl Future<Output = queue_core::Result<T>>) -> anyhow::Result<Option<T>> {
+    tokio::select! {
+        result = operation => Ok(Some(result?)),
+        _ = tokio::signal::ctrl_c() => Ok(None),
+    }
+}
+
+/// Reports an interrupted operation on stderr and returns [`INTERRUPTED`].
+fn interrupted(p: &Printer, what: &str, done: u64) -> ExitCode {
+    p.progress_end();
+    eprintln!("interrupted: {what} {done} jobs; the queue is consistent, run the command again to go on");
+    ExitCode::from(INTERRUPTED)
 }
 
 /// A job as `queuectl job` prints it: Bull's `Job#toJSON` plus `state`.
@@ -97,14 +134,22 @@ pub(crate) async fn jobs(c: &Connections, g: &Global, p: &Printer, args: JobsArg
 }
 
 pub(crate) async fn retry(c: &Connections, g: &Global, p: &Printer, args: RetryArgs) -> anyhow::Result<ExitCode> {
-    let q = queue(c, g, &args.queue)?;
+    let q = sliced(queue(c, g, &args.queue)?, args.slice, Slices::retry);
     if let Some(id) = args.id {
         q.retry_job(&id).await?;
         p.either(&json!({"retried": [id]}), &format!("retried job {id}"));
         return Ok(ExitCode::SUCCESS);
     }
     let total = q.get_job_counts().await?.failed;
-    let moved = q.retry_all_failed(queue_core::tooling::DEFAULT_BATCH, |n| p.progress("retrying", n, total)).await?;
+    let done = Cell::new(0);
+    let progress = |n| {
+        done.set(n);
+        p.progress("retrying", n, total.max(n));
+    };
+    let Some(moved) = until_ctrl_c(q.retry_all_failed(progress)).await? else {
+        return Ok(interrupted(p, "retried", done.get()));
+    };
+    p.progress_end();
     p.either(&json!({"retried": moved}), &format!("retried {moved} failed jobs"));
     Ok(ExitCode::SUCCESS)
 }
@@ -118,31 +163,29 @@ pub(crate) async fn remove(c: &Connections, g: &Global, p: &Printer, args: JobAr
 
 pub(crate) async fn clean(c: &Connections, g: &Global, p: &Printer, args: CleanArgs) -> anyhow::Result<ExitCode> {
     let state = JobState::parse(&args.state)?;
-    let q = queue(c, g, &args.queue)?;
+    let q = sliced(queue(c, g, &args.queue)?, args.slice, Slices::clean);
     confirm(&format!("remove {} jobs older than {} ms from {}", state, args.grace, args.queue), g.force)?;
-    // Clean in batches so a huge set neither blocks Redis for long nor hides progress.
-    let limit = if args.limit == 0 { usize::MAX } else { args.limit };
+    let counts = q.get_job_counts().await?;
     let total = match state {
-        JobState::Completed => q.get_job_counts().await?.completed,
-        JobState::Failed => q.get_job_counts().await?.failed,
-        JobState::Delayed => q.get_job_counts().await?.delayed,
-        JobState::Waiting => q.get_job_counts().await?.waiting,
-        JobState::Paused => q.get_job_counts().await?.paused,
-        JobState::Active => q.get_job_counts().await?.active,
+        JobState::Completed => counts.completed,
+        JobState::Failed => counts.failed,
+        JobState::Delayed => counts.delayed,
+        JobState::Waiting => counts.waiting,
+        JobState::Paused => counts.paused,
+        JobState::Active => counts.active,
         JobState::Stuck => 0,
-    }
-    .min(limit as u64);
-    let mut removed = Vec::new();
-    loop {
-        let batch = (limit - removed.len()).min(queue_core::tooling::DEFAULT_BATCH);
-        let ids = q.clean(Duration::from_millis(args.grace), state, batch).await?;
-        let done = ids.len() < batch;
-        removed.extend(ids);
-        p.progress("cleaning", removed.len() as u64, total.max(removed.len() as u64));
-        if done || removed.len() >= limit {
-            break;
-        }
-    }
+    };
+    let removed_so_far = Cell::new(0);
+    // The bar counts the jobs looked at: with a grace period most may stay.
+    let progress = |seen: queue_core::CleanProgress| {
+        removed_so_far.set(seen.removed);
+        p.progress("cleaning", seen.looked_at, total.max(seen.looked_at));
+    };
+    let Some(removed) = until_ctrl_c(q.clean(Duration::from_millis(args.grace), state, args.limit, progress)).await?
+    else {
+        return Ok(interrupted(p, "removed", removed_so_far.get()));
+    };
+    p.progress_end();
     p.either(&json!({"removed": removed}), &format!("removed {} {} jobs", removed.len(), state));
     Ok(ExitCode::SUCCESS)
 }
@@ -171,7 +214,7 @@ pub(crate) async fn obliterate(
     args: ObliterateArgs,
 ) -> anyhow::Result<ExitCode> {
     confirm(&format!("delete queue {} and all its jobs", args.queue), g.force)?;
-    let q = queue(c, g, &args.queue)?;
+    let q = sliced(queue(c, g, &args.queue)?, args.slice, Slices::obliterate);
     let counts = q.get_job_counts().await?;
     // Checked here too, not only by the script: `QueueAdmin::obliterate` pauses the queue before the
     // script refuses, and a refusal must leave the queue as it was (and name the right flag).
@@ -180,14 +223,36 @@ pub(crate) async fn obliterate(
         anyhow::bail!("queue {name} has {active} active jobs; pass --include-active to delete them too");
     }
     let total = counts.waiting + counts.active + counts.completed + counts.failed + counts.delayed + counts.paused;
-    let batches = total.div_ceil(queue_core::tooling::DEFAULT_BATCH as u64).max(1);
-    q.obliterate(args.include_active, |n| p.progress("obliterating", (n as u64).min(batches), batches)).await?;
+    let done = Cell::new(0);
+    let progress = |n| {
+        done.set(n);
+        p.progress("obliterating", n, total.max(n));
+    };
+    if until_ctrl_c(q.obliterate(args.include_active, progress)).await?.is_none() {
+        return Ok(interrupted(p, "deleted", done.get()));
+    }
+    p.progress_end();
     p.either(&json!({"obliterated": args.queue}), &format!("obliterated {}", args.queue));
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) async fn promote(c: &Connections, g: &Global, p: &Printer, args: JobArgs) -> anyhow::Result<ExitCode> {
-    queue(c, g, &args.queue)?.promote(&args.id).await?;
-    p.either(&json!({"promoted": args.id}), &format!("promoted job {}", args.id));
+pub(crate) async fn promote(c: &Connections, g: &Global, p: &Printer, args: PromoteArgs) -> anyhow::Result<ExitCode> {
+    let q = sliced(queue(c, g, &args.queue)?, args.slice, Slices::promote);
+    if let Some(id) = args.id {
+        q.promote(&id).await?;
+        p.either(&json!({"promoted": id}), &format!("promoted job {id}"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let total = q.get_job_counts().await?.delayed;
+    let done = Cell::new(0);
+    let progress = |n| {
+        done.set(n);
+        p.progress("promoting", n, total.max(n));
+    };
+    let Some(moved) = until_ctrl_c(q.promote_all(progress)).await? else {
+        return Ok(interrupted(p, "promoted", done.get()));
+    };
+    p.progress_end();
+    p.either(&json!({"promoted": moved}), &format!("promoted {moved} delayed jobs"));
     Ok(ExitCode::SUCCESS)
 }

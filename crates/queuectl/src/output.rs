@@ -2,8 +2,12 @@
 //! progress on stderr only on a terminal.
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
+
+/// A progress bar is drawn on stderr and its line not yet ended.
+static BAR_OPEN: AtomicBool = AtomicBool::new(false);
 
 /// How to print.
 #[derive(Clone, Copy, Debug)]
@@ -97,10 +101,19 @@ impl Printer {
         let filled = (done.min(total) * width).checked_div(total).unwrap_or(width);
         let bar: String = (0..width).map(|i| if i < filled { '#' } else { '.' }).collect();
         eprint!("\r{what} [{bar}] {done}/{total}");
+        BAR_OPEN.store(true, Ordering::Relaxed);
         if done >= total {
-            eprintln!();
+            self.progress_end();
         }
         let _ = std::io::stderr().flush();
+    }
+
+    /// Ends the line of a progress bar, if one is drawn (an operation may end short of its
+    /// estimated total, or be interrupted).
+    pub(crate) fn progress_end(&self) {
+        if BAR_OPEN.swap(false, Ordering::Relaxed) {
+            eprintln!();
+        }
     }
 }
 

@@ -14,15 +14,23 @@ end
 
 -- Applies a keep policy to a finished set scored by finishedOn: drop jobs older than
 -- `ageSeconds` (nil = no age limit), then keep only the newest `count` (count <= 0: no limit).
-local function keepFinished(base, set, now, ageSeconds, count)
+-- At most `slice` jobs are deleted per call, oldest first. A backlog (a policy on a queue that
+-- already holds many finished jobs, or a quiet spell longer than the age) is worked off by the
+-- next finishes, each deleting up to `slice` while adding one.
+local function keepFinished(base, set, now, ageSeconds, count, slice)
+  local budget = slice
   if ageSeconds then
-    local cutoff = now - ageSeconds * 1000
-    for _, old in ipairs(redis.call("ZREVRANGEBYSCORE", set, cutoff, "-inf")) do removeJobKeys(base, old) end
-    redis.call("ZREMRANGEBYSCORE", set, "-inf", cutoff)
+    local old = redis.call("ZRANGEBYSCORE", set, "-inf", now - ageSeconds * 1000, "LIMIT", 0, budget)
+    for _, id in ipairs(old) do removeJobKeys(base, id) end
+    if #old > 0 then redis.call("ZREMRANGEBYRANK", set, 0, #old - 1) end
+    budget = budget - #old
   end
-  if count and count > 0 then
-    for _, old in ipairs(redis.call("ZREVRANGE", set, count, -1)) do removeJobKeys(base, old) end
-    redis.call("ZREMRANGEBYRANK", set, 0, -(count + 1))
+  if count and count > 0 and budget > 0 then
+    local excess = math.min(redis.call("ZCARD", set) - count, budget)
+    if excess > 0 then
+      for _, id in ipairs(redis.call("ZRANGE", set, 0, excess - 1)) do removeJobKeys(base, id) end
+      redis.call("ZREMRANGEBYRANK", set, 0, excess - 1)
+    end
   end
 end
 
@@ -37,8 +45,9 @@ local function releaseActive(activeKey, jobKey, id, lockValue)
 end
 
 -- Records a finished job in `set` (scored by finishedOn), with `field` = `value` when given, then
--- applies the keep policy; a keep count of 0 deletes the job at once instead.
-local function storeFinished(base, set, id, now, ageSeconds, keepCount, field, value)
+-- applies the keep policy (deleting at most `slice` old jobs); a keep count of 0 deletes the job
+-- at once instead.
+local function storeFinished(base, set, id, now, ageSeconds, keepCount, slice, field, value)
   if keepCount == 0 then
     removeJobKeys(base, id)
     return
@@ -50,7 +59,7 @@ local function storeFinished(base, set, id, now, ageSeconds, keepCount, field, v
     redis.call("HSET", base .. id, "finishedOn", now)
   end
   if ageSeconds or keepCount > 0 then
-    keepFinished(base, set, now, ageSeconds, keepCount)
+    keepFinished(base, set, now, ageSeconds, keepCount, slice)
   end
 end
 

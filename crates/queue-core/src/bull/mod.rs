@@ -6,3 +6,4 @@ pub(crate) mod keys;
 pub(crate) mod options;
 pub(crate) mod repeat;
 pub(crate) mod scripts;
+pub(crate) mod slices;

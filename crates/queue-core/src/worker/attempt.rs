@@ -217,7 +217,7 @@ async fn finish(
         failure => {
             let attempts_made = job.attempts_made + 1;
             let next = after_failure(q, job, failure, attempts_made, now);
-            (Call::Fail(failure_call(q, job, lock, failure, &next, attempts_made, now)), Some(next))
+            (Call::Fail(failure_call(shared, q, job, lock, failure, &next, attempts_made, now)), Some(next))
         }
     };
     let deadline = Instant::now() + shared.settings.lock_duration / 2;
@@ -303,11 +303,13 @@ fn completion<'a>(
         debounced: job.debounce_id.is_some(),
         next_lock,
         worker_token: &shared.token,
+        keep_slice: shared.settings.slices.keep,
     }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn failure_call<'a>(
+    shared: &Shared,
     q: &'a QueueState,
     job: &'a Job,
     lock: &'a str,
@@ -343,6 +345,7 @@ fn failure_call<'a>(
         attempts_made,
         action,
         keep: job.opts.remove_on_fail.as_ref(),
+        keep_slice: shared.settings.slices.keep,
     }
 }
 

@@ -11,6 +11,7 @@ use super::{QueueState, Shared};
 use crate::bull::scripts;
 use crate::clock::now_ms;
 use crate::connection::subscriber::SubscriberEvent;
+use crate::error::Result;
 
 /// Wakes fetchers and promoters on Bull's messages: `waiting@*` (zero-blocking mode), `resumed`,
 /// and `delayed` when it announces a job due earlier than the promoter's next run. After a
@@ -63,49 +64,42 @@ pub(super) async fn renew_locks(shared: Arc<Shared>, queues: Vec<Arc<QueueState>
     }
 }
 
+/// Renews the locks of `held`, [`Slices::renew`](crate::Slices::renew) per call.
 async fn renew(shared: &Shared, q: &QueueState, held: Vec<(String, String)>) {
-    let renewal =
-        scripts::ExtendLocks { keys: q.queue.keys(), lock_duration: shared.settings.lock_duration, held: &held };
-    match renewal.run(q.queue.connection()).await {
-        Ok(lost) => {
-            let active = q.active.lock().expect("active lock");
-            for id in lost {
-                // Only the activation this renewal was for; a newer one has a lock of its own.
-                let Some(lock) = held.iter().find(|(held_id, _)| *held_id == id).map(|(_, lock)| lock) else {
-                    continue;
-                };
-                if let Some(entry) = active.get(&id).filter(|e| &e.lock == lock)
-                    && !entry.lost.swap(true, Ordering::AcqRel)
-                {
-                    tracing::warn!(queue = q.queue.name(), id, "lock lost while the job was running");
+    for held in held.chunks(shared.settings.slices.renew) {
+        let renewal = scripts::ExtendLocks { keys: q.queue.keys(), lock_duration: shared.settings.lock_duration, held };
+        match renewal.run(q.queue.connection()).await {
+            Ok(lost) => {
+                let active = q.active.lock().expect("active lock");
+                for id in lost {
+                    // Only the activation this renewal was for; a newer one has a lock of its own.
+                    let Some(lock) = held.iter().find(|(held_id, _)| *held_id == id).map(|(_, lock)| lock) else {
+                        continue;
+                    };
+                    if let Some(entry) = active.get(&id).filter(|e| &e.lock == lock)
+                        && !entry.lost.swap(true, Ordering::AcqRel)
+                    {
+                        tracing::warn!(queue = q.queue.name(), id, "lock lost while the job was running");
+                    }
                 }
             }
+            Err(e) => tracing::warn!(queue = q.queue.name(), error = %e, "lock renewal failed"),
         }
-        Err(e) => tracing::warn!(queue = q.queue.name(), error = %e, "lock renewal failed"),
     }
 }
 
+/// Every `stalled_interval`, runs the stalled check of each queue (unless another worker, Node
+/// or Rust, ran it within the interval).
 pub(super) async fn check_stalled(shared: Arc<Shared>, queues: Vec<Arc<QueueState>>) {
     let mut tick = tokio::time::interval(shared.settings.stalled_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         for q in &queues {
-            let check = scripts::MoveStalledJobsToWait {
-                keys: q.queue.keys(),
-                max_stalled_count: shared.settings.max_stalled_count,
-                now: now_ms(),
-                stalled_interval: shared.settings.stalled_interval,
-            };
-            match check.run(q.queue.connection()).await {
-                Ok(scripts::Stalled { failed, recovered }) => {
-                    if !failed.is_empty() || !recovered.is_empty() {
-                        tracing::warn!(queue = q.queue.name(), ?failed, ?recovered, "stalled jobs handled");
-                    }
-                    shared.counters.stalled_failed.fetch_add(failed.len() as u64, Ordering::Relaxed);
-                    shared.counters.stalled_recovered.fetch_add(recovered.len() as u64, Ordering::Relaxed);
-                    if !recovered.is_empty() {
-                        q.wake.notify_one();
+            match check_queue_stalled(&shared, q).await {
+                Ok((failed, recovered)) => {
+                    if failed > 0 || recovered > 0 {
+                        tracing::warn!(queue = q.queue.name(), failed, recovered, "stalled jobs handled");
                     }
                 }
                 Err(e) => tracing::warn!(queue = q.queue.name(), error = %e, "stalled check failed"),
@@ -114,29 +108,75 @@ pub(super) async fn check_stalled(shared: Arc<Shared>, queues: Vec<Arc<QueueStat
     }
 }
 
+/// One stalled check of `q`, a call per [`Slices::stalled`](crate::Slices::stalled) active jobs,
+/// until it is done; returns how many jobs it failed and recovered. Aborted between two calls
+/// (the worker closing), it leaves a consistent queue: the jobs it did not look at are
+/// recovered by the next check.
+async fn check_queue_stalled(shared: &Shared, q: &QueueState) -> Result<(u64, u64)> {
+    let (mut failed, mut recovered) = (0, 0);
+    let mut step = scripts::StalledStep::start();
+    while step.phase != scripts::StalledPhase::Done {
+        let check = scripts::MoveStalledJobsToWait {
+            keys: q.queue.keys(),
+            max_stalled_count: shared.settings.max_stalled_count,
+            now: now_ms(),
+            stalled_interval: shared.settings.stalled_interval,
+            step: &step,
+            slice: shared.settings.slices.stalled,
+            keep_slice: shared.settings.slices.keep,
+        };
+        let slice = check.run(q.queue.connection()).await?;
+        if !slice.failed.is_empty() || !slice.recovered.is_empty() {
+            tracing::debug!(queue = q.queue.name(), failed = ?slice.failed, recovered = ?slice.recovered, "stalled jobs");
+        }
+        failed += slice.failed.len() as u64;
+        recovered += slice.recovered.len() as u64;
+        shared.counters.stalled_failed.fetch_add(slice.failed.len() as u64, Ordering::Relaxed);
+        shared.counters.stalled_recovered.fetch_add(slice.recovered.len() as u64, Ordering::Relaxed);
+        if !slice.recovered.is_empty() {
+            q.wake.notify_one();
+        }
+        step = slice.next;
+    }
+    Ok((failed, recovered))
+}
+
+/// Promotes the due delayed jobs of `q`, [`Slices::promote`](crate::Slices::promote) per call;
+/// a full slice is followed at once by the next call. Then sleeps until the next job is due,
+/// at most `guard_interval`, or until a `delayed` message announces an earlier one.
 pub(super) async fn promote_delayed(shared: Arc<Shared>, q: Arc<QueueState>) {
     let guard = shared.settings.guard_interval;
     loop {
         let now = now_ms();
-        let promotion = scripts::PromoteDelayed { keys: q.queue.keys(), now, token: &shared.token };
+        let promotion = scripts::PromoteDelayed {
+            keys: q.queue.keys(),
+            due_by: Some(now),
+            token: &shared.token,
+            slice: shared.settings.slices.promote,
+        };
         let wait = match promotion.run(q.queue.connection()).await {
-            Ok(Some(due)) => {
-                q.next_due.store(due, Ordering::Release);
-                // Promotion takes due < now, so wake a millisecond after the due time.
-                Duration::from_millis(due.saturating_sub(now) + 1).min(guard)
-            }
-            Ok(None) => {
-                q.next_due.store(u64::MAX, Ordering::Release);
-                guard
-            }
+            Ok(promoted) if promoted.count >= shared.settings.slices.promote => Duration::ZERO,
+            Ok(promoted) => match promoted.next_due {
+                Some(due) => {
+                    q.next_due.store(due, Ordering::Release);
+                    // Promotion takes due < now, so wake a millisecond after the due time.
+                    Duration::from_millis(due.saturating_sub(now) + 1).min(guard)
+                }
+                None => {
+                    q.next_due.store(u64::MAX, Ordering::Release);
+                    guard
+                }
+            },
             Err(e) => {
                 tracing::warn!(queue = q.queue.name(), error = %e, "promoting delayed jobs failed");
                 shared.settings.error_backoff
             }
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = q.delayed_wake.notified() => {}
+        if !wait.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = q.delayed_wake.notified() => {}
+            }
         }
         if shared.stopped() {
             return;

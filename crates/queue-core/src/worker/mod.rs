@@ -27,6 +27,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use crate::bull::slices::Slices;
 use crate::connections::Connections;
 use crate::error::{Error, Result};
 use crate::handler::Handler;
@@ -54,8 +55,9 @@ pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
 /// Default pause after an error in a worker loop before it tries again.
 pub const DEFAULT_ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Worker timings, and when the worker stops by itself. Timing defaults are Bull's, named by the
-/// constants above; `stop_when` defaults to [`StopWhen::Never`].
+/// Worker timings, slice sizes, and when the worker stops by itself. Timing defaults are Bull's,
+/// named by the constants above; `slices` defaults to [`Slices::default`]; `stop_when` defaults
+/// to [`StopWhen::Never`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct WorkerSettings {
@@ -77,6 +79,11 @@ pub struct WorkerSettings {
     pub handler_threads: usize,
     /// When the worker stops taking jobs by itself; default: never.
     pub stop_when: StopWhen,
+    /// How many jobs one call of the worker's duties touches: `promote` (the delayed promoter),
+    /// `stalled` (the stalled check), `keep` (a finish's keep policy) and `renew` (lock
+    /// renewal). Each duty that has more to do calls again at once, so no call holds Redis for
+    /// much more than a millisecond.
+    pub slices: Slices,
 }
 
 impl Default for WorkerSettings {
@@ -91,6 +98,7 @@ impl Default for WorkerSettings {
             error_backoff: DEFAULT_ERROR_BACKOFF,
             handler_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             stop_when: StopWhen::Never,
+            slices: Slices::default(),
         }
     }
 }
@@ -130,6 +138,11 @@ impl WorkerSettings {
     /// Sets when the worker stops taking jobs by itself (for drain-and-exit tools).
     pub fn stop_when(mut self, stop_when: StopWhen) -> Self {
         self.stop_when = stop_when;
+        self
+    }
+    /// Sets the slice sizes of the worker's duties (kept within 1..=[`MAX_SLICE`](crate::MAX_SLICE)).
+    pub fn slices(mut self, slices: Slices) -> Self {
+        self.slices = slices.bounded();
         self
     }
 
@@ -427,6 +440,7 @@ impl Worker {
     /// in between is refused. Must be called inside a tokio runtime.
     pub async fn start(connections: &Connections, settings: WorkerSettings, queues: Vec<QueueSpec>) -> Result<Self> {
         settings.check()?;
+        let settings = WorkerSettings { slices: settings.slices.bounded(), ..settings };
         if queues.is_empty() {
             return Err(Error::config("queues", "a worker needs at least one queue"));
         }

@@ -217,7 +217,7 @@ async fn pause_resume_promote_retry_clean_and_obliterate_are_seen_across() {
     p.node("process", json!({"expect": 1}));
 
     // Clean completed here, seen there; clean failed there, seen here.
-    let cleaned = q.clean(std::time::Duration::ZERO, JobState::Completed, 0).await.unwrap();
+    let cleaned = q.clean(std::time::Duration::ZERO, JobState::Completed, 0, |_| {}).await.unwrap();
     assert_eq!(cleaned.len(), 3);
     assert_eq!(p.node("counts", json!({}))["completed"], 0);
     let node_cleaned = p.node("clean", json!({"grace": 0, "type": "failed"}));

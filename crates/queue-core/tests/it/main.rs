@@ -1,5 +1,6 @@
 //! Integration tests of queue-core against real Redis servers (one binary, modules by topic).
 
+mod bounded;
 mod connections;
 mod events;
 mod interop;

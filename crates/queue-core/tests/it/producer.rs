@@ -162,7 +162,8 @@ async fn retry_moves_failed_jobs_back_and_keeps_their_history() {
     assert!(h.contains_key("retriedOn"));
     assert!(matches!(q.retry_job("1").await, Err(Error::WrongState { expected: "failed", .. })));
     let mut seen = Vec::new();
-    assert_eq!(q.retry_all_failed(1, |n| seen.push(n)).await.unwrap(), 2);
+    let q = q.with_slices(queue_core::Slices::default().retry(1));
+    assert_eq!(q.retry_all_failed(|n| seen.push(n)).await.unwrap(), 2);
     assert_eq!(seen, [1, 2]);
     let counts = q.get_job_counts().await.unwrap();
     assert_eq!((counts.waiting, counts.failed), (3, 0));
@@ -177,17 +178,17 @@ async fn clean_removes_old_finished_jobs_but_not_locked_ones() {
         fail_by_hand(&mut r, &q, &id).await;
     }
     let _: () = r.set(keys_of(&q).lock("4"), "worker").await.unwrap();
-    let young = q.clean(Duration::from_secs(3600 * 24 * 365 * 100), JobState::Failed, 0).await.unwrap();
+    let young = q.clean(Duration::from_secs(3600 * 24 * 365 * 100), JobState::Failed, 0, |_| {}).await.unwrap();
     assert!(young.is_empty(), "finishedOn 17 is old, but a grace longer than the epoch keeps everything");
-    let limited = q.clean(Duration::ZERO, JobState::Failed, 2).await.unwrap();
+    let limited = q.clean(Duration::ZERO, JobState::Failed, 2, |_| {}).await.unwrap();
     assert_eq!(limited.len(), 2);
-    let rest = q.clean(Duration::ZERO, JobState::Failed, 0).await.unwrap();
+    let rest = q.clean(Duration::ZERO, JobState::Failed, 0, |_| {}).await.unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(q.get_job_counts().await.unwrap().failed, 1, "the locked job stays");
     assert!(q.get_job("4").await.unwrap().is_some());
     // Lists: waiting jobs older than the grace.
     q.add("w", json!({}), JobOptions::default()).await.unwrap();
-    assert_eq!(q.clean(Duration::ZERO, JobState::Waiting, 0).await.unwrap().len(), 1);
+    assert_eq!(q.clean(Duration::ZERO, JobState::Waiting, 0, |_| {}).await.unwrap().len(), 1);
     assert_eq!(q.get_job_counts().await.unwrap().waiting, 0);
 }
 
@@ -350,7 +351,7 @@ async fn cleaning_a_waiting_debounced_job_frees_its_debounce_slot() {
     args["jobs"] = json!([{"name": "d", "data": {}, "opts": {"debounce": {"id": "d1"}}}]);
     let first: Vec<String> = serde_json::from_value(test_support::NodePeer::run("add", args.clone())).unwrap();
     assert!(r.exists::<_, bool>(keys_of(&q).key("de:d1")).await.unwrap());
-    assert_eq!(q.clean(Duration::ZERO, JobState::Waiting, 0).await.unwrap(), first);
+    assert_eq!(q.clean(Duration::ZERO, JobState::Waiting, 0, |_| {}).await.unwrap(), first);
     assert!(!r.exists::<_, bool>(keys_of(&q).key("de:d1")).await.unwrap());
     let second: Vec<String> = serde_json::from_value(test_support::NodePeer::run("add", args)).unwrap();
     assert_ne!(second, first, "a new debounced add gets a new job");

@@ -859,6 +859,86 @@ fn check_tooling_use(f: &SourceFile) -> Vec<Violation> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Rule h: no script call reads a whole collection; each touches a slice.
+
+/// queue-core's Lua scripts and their includes.
+const SCRIPTS_DIR: &str = "crates/queue-core/scripts";
+
+/// Reads that return a whole hash, set or keyspace, whatever its size.
+const WHOLE_READS: &[&str] = &["SMEMBERS", "HVALS", "HKEYS", "HGETALL", "KEYS", "SCAN", "SSCAN", "HSCAN", "ZSCAN"];
+
+/// Range reads, bounded only by their arguments.
+const RANGE_READS: &[&str] = &["LRANGE", "ZRANGE", "ZREVRANGE", "ZRANGEBYSCORE", "ZREVRANGEBYSCORE"];
+
+/// Whole reads that are bounded by something the rule cannot see: (file, command, why).
+const BOUNDED_WHOLE_READS: &[(&str, &str, &str)] = &[
+    ("includes/activate.lua", "HGETALL", "a job's own hash, which has a dozen fields"),
+    (
+        "obliterate-2.lua",
+        "HVALS",
+        "limiter:index after every job's entry went with the job: only strays are left to read",
+    ),
+];
+
+#[test]
+fn no_script_reads_a_whole_collection() {
+    let violations = files_under(SCRIPTS_DIR, "lua").iter().flat_map(check_script_reads).collect();
+    assert_clean(
+        violations,
+        "No script call touches more than a slice of jobs (ARCHITECTURE.md, Invariants): a script \
+         reads a list or sorted set through a bounded range (`LIMIT`, or start and stop computed from \
+         a slice), never `0, -1`, and never a whole hash or set. A read bounded another way gets a \
+         line in `BOUNDED_WHOLE_READS` saying why.",
+    );
+}
+
+#[test]
+fn no_script_reads_a_whole_collection_self_check() {
+    let planted = r#"
+local ids = rcall("SMEMBERS", KEYS[1])
+local all = redis.call("LRANGE", KEYS[2], 0, -1)
+local due = rcall("ZRANGEBYSCORE", KEYS[3], 0, now)
+local z = rcall("ZRANGE", KEYS[3], 0, -1, "WITHSCORES")
+-- rcall("HVALS", key) in a comment is fine
+"#;
+    assert_lines(check_script_reads(&file("crates/queue-core/scripts/x-3.lua", planted)), &[2, 3, 4, 5]);
+    let innocent = r#"
+local window = rcall("LRANGE", key, first, stop)
+local due = rcall("ZRANGEBYSCORE", KEYS[1], 0, ARGV[2], "LIMIT", 0, slice)
+local tail = rcall("LRANGE", key, -budget, -1)
+local fields = redis.call("HGETALL", base .. id)
+"#;
+    assert_lines(check_script_reads(&file("crates/queue-core/scripts/includes/activate.lua", innocent)), &[]);
+}
+
+/// Calls of `redis.call`/`rcall` that read a whole collection: a [`WHOLE_READS`] command (unless
+/// listed in [`BOUNDED_WHOLE_READS`]), a range read ending `0, -1`, or a by-score read without
+/// `LIMIT`. One call per line, as the scripts are written.
+fn check_script_reads(f: &SourceFile) -> Vec<Violation> {
+    let name = f.path.strip_prefix(SCRIPTS_DIR).unwrap_or(&f.path).trim_start_matches('/');
+    let mut out = Vec::new();
+    for (i, line) in f.text.lines().enumerate() {
+        let code = line.split("--").next().unwrap_or("");
+        let Some(at) = code.find("call(\"").or_else(|| code.find("rcall(\"")) else { continue };
+        let rest = &code[at..];
+        let Some(command) = rest.split('"').nth(1) else { continue };
+        let command = command.to_ascii_uppercase();
+        let whole = WHOLE_READS.contains(&command.as_str())
+            && !BOUNDED_WHOLE_READS.iter().any(|(file, c, _)| *file == name && *c == command);
+        let unbounded_range = RANGE_READS.contains(&command.as_str())
+            && (rest.contains(", 0, -1") || (command.contains("BYSCORE") && !rest.contains("\"LIMIT\"")));
+        if whole || unbounded_range {
+            out.push(f.violation(
+                i + 1,
+                "whole-read",
+                format!("{command} reads a whole collection: `{}`", line.trim()),
+            ));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
 // Reading Rust.
 
 /// Whether `#[cfg(test)]` items are blanked like comments.

@@ -212,11 +212,15 @@ pub(super) fn latency_monitor_finding(
 // ---------------------------------------------------------------------------------------------
 // Slow log
 
-/// The slow log's length and its newest entries.
+/// How many slow-log entries the doctor reads: Redis keeps 128 by default
+/// (`slowlog-max-len`).
+const SLOWLOG_READ: usize = 128;
+
+/// The slow log's length and the entries the doctor read, newest first.
 #[derive(Debug, Default)]
 pub(super) struct SlowLog {
     len: u64,
-    recent: Vec<SlowEntry>,
+    entries: Vec<SlowEntry>,
 }
 
 #[derive(Debug)]
@@ -224,6 +228,8 @@ struct SlowEntry {
     at_s: u64,
     duration: Duration,
     command: String,
+    /// The queue-core script this call ran, if it is one of ours.
+    script: Option<&'static str>,
 }
 
 pub(super) async fn read_slowlog(c: &Connections) -> Result<SlowLog, String> {
@@ -231,18 +237,27 @@ pub(super) async fn read_slowlog(c: &Connections) -> Result<SlowLog, String> {
     if len == 0 {
         return Ok(SlowLog::default());
     }
-    let value = query_value(c, &["SLOWLOG", "GET", &LISTED.to_string()]).await?;
-    Ok(SlowLog { len, recent: items(&value).iter().filter_map(slow_entry).collect() })
+    let value = query_value(c, &["SLOWLOG", "GET", &SLOWLOG_READ.to_string()]).await?;
+    Ok(SlowLog { len, entries: items(&value).iter().filter_map(slow_entry).collect() })
 }
 
 /// `[id, unix time, duration µs, [args...], addr, name]`.
 fn slow_entry(value: &Value) -> Option<SlowEntry> {
     let fields = items(value);
-    let args = items(fields.get(3)?);
+    let args: Vec<String> = items(fields.get(3)?).iter().filter_map(as_string).collect();
+    let script = match (args.first(), args.get(1)) {
+        (Some(command), Some(first)) => queue_core::tooling::script_of_call(command, first),
+        _ => None,
+    };
+    let command = match script {
+        Some(name) => format!("{} ({name})", args[0]),
+        None => args.iter().take(2).cloned().collect::<Vec<_>>().join(" "),
+    };
     Some(SlowEntry {
         at_s: as_u64(fields.get(1)?)?,
         duration: Duration::from_micros(as_u64(fields.get(2)?)?),
-        command: args.iter().take(2).filter_map(as_string).collect::<Vec<_>>().join(" "),
+        command,
+        script,
     })
 }
 
@@ -256,8 +271,9 @@ pub(super) fn slowlog_finding(slowlog: &Result<SlowLog, String>) -> Finding {
     }
     let now_s = queue_core::tooling::now_ms() / 1000;
     let recent = log
-        .recent
+        .entries
         .iter()
+        .take(LISTED)
         .map(|e| format!("{} {} ({} s ago)", e.command, ms(e.duration), now_s.saturating_sub(e.at_s)))
         .collect::<Vec<_>>()
         .join("; ");
@@ -267,6 +283,70 @@ pub(super) fn slowlog_finding(slowlog: &Result<SlowLog, String>) -> Finding {
         format!("{} {}; newest: {recent}", log.len, if log.len == 1 { "entry" } else { "entries" }),
         "SLOWLOG GET 20 shows them: avoid KEYS and huge ranges, check scripts; SLOWLOG RESET once understood",
     )
+}
+
+/// What to do about a slow call of one of our scripts: the operation behind it and its slice.
+fn script_advice(script: &str) -> &'static str {
+    match script {
+        "addJobs" => "add_bulk: lower Slices::add (default 50 jobs per call) or send smaller job data",
+        "cleanJobs" => "clean: lower Slices::clean or `queuectl clean --slice` (default 75 jobs looked at per call)",
+        "obliterate" => "obliterate: lower Slices::obliterate or `queuectl obliterate --slice` (default 150)",
+        "retryJobs" => "retry all: lower Slices::retry or `queuectl retry --all --slice` (default 200)",
+        "promoteDelayed" => {
+            "promote all or a worker's delayed promoter: lower Slices::promote (default 100); a prioritized job \
+             costs a scan of the waiting list"
+        }
+        "moveStalledJobsToWait" => "the workers' stalled check: lower WorkerSettings slices.stalled (default 100)",
+        "completeJob" | "failJob" => {
+            "a finish: its keep policy deletes up to WorkerSettings slices.keep old jobs (default 100); a \
+             prioritized retry costs a scan of the waiting list"
+        }
+        "extendLocks" => "lock renewal: lower WorkerSettings slices.renew (default 100 locks per call)",
+        "removeJob" | "getState" => "a one-job call that scans the lists (LREM, LPOS): long waiting lists cost it",
+        _ => "a one-job call: check the server's CPU and latency",
+    }
+}
+
+/// queue-core's own scripts in the slow log: named from their SHA (or an `EVAL`'s first line),
+/// with the operation behind each and what to do. Every call of ours is sized to stay near a
+/// millisecond, so one here is a slice set too large, an old queue-core, or a server that was
+/// starved (then other commands are slow too: see `latency` and `latency-monitor`).
+pub(super) fn slow_scripts_finding(slowlog: &Result<SlowLog, String>) -> Option<Finding> {
+    let log = slowlog.as_ref().ok()?;
+    // Script name -> (calls, slowest).
+    let mut ours: Vec<(&'static str, usize, Duration)> = Vec::new();
+    for entry in &log.entries {
+        let Some(name) = entry.script else { continue };
+        match ours.iter_mut().find(|(n, ..)| *n == name) {
+            Some((_, calls, slowest)) => {
+                *calls += 1;
+                *slowest = (*slowest).max(entry.duration);
+            }
+            None => ours.push((name, 1, entry.duration)),
+        }
+    }
+    if ours.is_empty() {
+        return Some(Finding::ok("slow-scripts", "none of queue-core's scripts in the slow log"));
+    }
+    ours.sort_by_key(|(_, _, slowest)| std::cmp::Reverse(*slowest));
+    let measured = ours
+        .iter()
+        .map(|(name, calls, slowest)| {
+            format!("{name}: {} up to {}", super::plural(*calls as u64, "call"), ms(*slowest))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let advice =
+        ours.iter().map(|(name, ..)| format!("{name}: {}", script_advice(name))).collect::<Vec<_>>().join("; ");
+    Some(Finding::new(
+        "slow-scripts",
+        Severity::Warn,
+        format!("queue-core's scripts in the slow log (of the {} entries read): {measured}", log.entries.len()),
+        format!(
+            "each call is sized for about 1 ms; one that recurs is a slice too large: {advice}. If other commands are \
+             slow at the same time, the server was starved instead (see latency)"
+        ),
+    ))
 }
 
 #[cfg(test)]
@@ -297,6 +377,40 @@ mod tests {
         assert_eq!(latency_finding(&LatencySample::default(), TIMEOUT).severity, Severity::Warn);
         let failed = LatencySample { failures: 1, last_error: Some("broken pipe".into()), ..sample(&[0]) };
         assert_eq!(latency_finding(&failed, TIMEOUT).severity, Severity::Critical);
+    }
+
+    fn entry(duration_ms: u64, args: &[&str]) -> Value {
+        let args = args.iter().map(|a| Value::BulkString(a.as_bytes().to_vec())).collect();
+        Value::Array(vec![
+            Value::Int(1),
+            Value::Int(1_700_000_000),
+            Value::Int(duration_ms as i64 * 1000),
+            Value::Array(args),
+            Value::SimpleString("127.0.0.1:1".into()),
+            Value::SimpleString(String::new()),
+        ])
+    }
+
+    #[test]
+    fn our_scripts_are_named_in_the_slow_log() {
+        let clean = "-- queue-core:cleanJobs\n-- Include: walking a list... (2000 more bytes)";
+        let entries = [
+            entry(17, &["EVAL", clean, "1"]),
+            entry(4, &["EVAL", clean, "1"]),
+            entry(30, &["KEYS", "*"]),
+            entry(9, &["EVALSHA", "0123456789012345678901234567890123456789", "0"]),
+        ];
+        let log = SlowLog { len: 4, entries: entries.iter().filter_map(slow_entry).collect() };
+        assert_eq!(log.entries[0].command, "EVAL (cleanJobs)");
+        let finding = slow_scripts_finding(&Ok(log)).unwrap();
+        assert_eq!(finding.severity, Severity::Warn);
+        assert!(finding.measured.contains("cleanJobs: 2 calls up to 17.00 ms"), "{}", finding.measured);
+        assert!(!finding.measured.contains("KEYS") && !finding.measured.contains("0123"), "{}", finding.measured);
+        assert!(finding.advice.contains("queuectl clean --slice"), "{}", finding.advice);
+
+        let others = SlowLog { len: 1, entries: [entry(30, &["KEYS", "*"])].iter().filter_map(slow_entry).collect() };
+        assert_eq!(slow_scripts_finding(&Ok(others)).unwrap().severity, Severity::Ok);
+        assert!(slow_scripts_finding(&Err("refused".into())).is_none());
     }
 
     #[test]

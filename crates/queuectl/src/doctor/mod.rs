@@ -22,6 +22,7 @@
 //! | `latency` | below the thresholds | p99 >= [`LATENCY_P99_WARN`] or max >= [`LATENCY_MAX_WARN`], or not sampled | max >= [`LATENCY_CRITICAL`] or the command timeout, or a PING failed |
 //! | `latency-monitor` | off, or no event >= [`LATENCY_MAX_WARN`] | an event's max >= [`LATENCY_MAX_WARN`] (history, so never critical) | |
 //! | `slowlog` | empty | any entry (until `SLOWLOG RESET`) | |
+//! | `slow-scripts` | none of queue-core's scripts among the last 128 entries | any: named from its SHA (or an `EVAL`'s first line), with the operation and slice to lower | |
 //! | `rdb-save` | `save ""` | save points configured: every snapshot forks and stalls Redis | |
 //! | `fork` | latest fork < [`LATENCY_MAX_WARN`] | >= [`LATENCY_MAX_WARN`] | >= the critical stall |
 //! | `aof` | on | off: acknowledged jobs can be lost on a crash | |
@@ -96,7 +97,7 @@ use self::connections::{
     budget_findings, client_commands_finding, clients_finding, connections_finding, subscriber_buffers_finding,
     unnamed_finding,
 };
-use self::latency::{latency_finding, latency_monitor_finding, sample_latency, slowlog_finding};
+use self::latency::{latency_finding, latency_monitor_finding, sample_latency, slow_scripts_finding, slowlog_finding};
 use self::queues::queue_findings;
 use self::server::{endpoint_finding, memory_findings, persistence_findings, version_finding};
 use self::snapshot::Snapshot;
@@ -246,6 +247,7 @@ async fn diagnose(c: &Connections, prefix: &str, window: Duration, p: &Printer) 
     findings.push(latency_finding(&sample, command_timeout));
     findings.push(latency_monitor_finding(config, s.latency_events.as_ref()));
     findings.push(slowlog_finding(&s.slowlog));
+    findings.extend(slow_scripts_finding(&s.slowlog));
     findings.extend(persistence_findings(info, config, command_timeout));
     findings.extend(memory_findings(info));
     findings.push(clients_finding(info, config, beats));

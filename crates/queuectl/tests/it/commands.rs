@@ -452,6 +452,67 @@ fn promote_moves_a_delayed_job_to_waiting() {
     assert_eq!(t.counts("q"), counts_line(1, 0, 0, 0, 0, 0));
     assert_fails(&t.run(&["promote", "q", "1"]), 1, "not delayed");
     assert_fails(&t.run(&["promote", "q", "404"]), 1, "404");
+
+    for _ in 0..3 {
+        t.add("q", "{}", &["--delay", "600000"]);
+    }
+    assert_eq!(t.json(&["promote", "q", "--all", "--slice", "2", "--json"]), json!({"promoted": 3}));
+    assert_eq!(t.counts("q"), counts_line(4, 0, 0, 0, 0, 0));
+    assert_eq!(t.json(&["promote", "q", "--all", "--json"]), json!({"promoted": 0}));
+    assert_fails(&t.run(&["promote", "q"]), 2, "<ID>");
+    assert_fails(&t.run(&["promote", "q", "1", "--slice", "2"]), 2, "--slice");
+}
+
+#[test]
+fn ctrl_c_stops_a_clean_between_two_slices_and_leaves_a_consistent_queue() {
+    const JOBS: usize = 20_000;
+    let redis = test_support::RedisServer::start();
+    let prefix = unique("qctl");
+    // 20,000 waiting jobs in one go: a stall of the test's own, on a private server.
+    let make = format!(
+        "for i = 1, {JOBS} do redis.call('HSET', ARGV[1] .. i, 'name', '__default__', 'data', '{{}}', 'opts', \
+         '{{}}', 'timestamp', 1) redis.call('LPUSH', ARGV[1] .. 'wait', i) end"
+    );
+    redis.command(&["EVAL", &make, "0", &format!("{prefix}:q:")]);
+    let waiting = || {
+        let counts = json(&queuectl(&redis.url(), &prefix, &["counts", "q", "--json"]));
+        counts["waiting"].as_u64().unwrap() as usize
+    };
+    let clean = Command::new(env!("CARGO_BIN_EXE_queuectl"))
+        .args(["--redis-url", &redis.url(), "--prefix", &prefix])
+        .args(["clean", "q", "--state", "waiting", "--slice", "1", "--force", "--json"])
+        .env_remove("REDIS_MAX_CONNECTIONS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("queuectl starts");
+    let deadline = Instant::now() + PATIENCE;
+    while waiting() == JOBS {
+        assert!(Instant::now() < deadline, "the clean never started");
+        sleep(Duration::from_millis(20));
+    }
+    Command::new("kill").args(["-INT", &clean.id().to_string()]).status().expect("kill runs");
+    let output = clean.wait_with_output().expect("queuectl exits");
+    let left = waiting();
+    assert!(left > 0, "the clean was interrupted before the end");
+    assert_eq!(output.status.code(), Some(130), "{}", stderr(&output));
+    assert!(output.stdout.is_empty());
+    let said = stderr(&output);
+    let removed: usize = said
+        .split("interrupted: removed ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("stderr says how far it got: {said}"));
+    // A slice already sent when Ctrl-C came still ran whole: at most one job more than reported.
+    assert!(JOBS - left == removed || JOBS - left == removed + 1, "{removed} reported, {} gone", JOBS - left);
+    // Every job left is whole: its hash is there.
+    let jobs = json(&queuectl(&redis.url(), &prefix, &["jobs", "q", "--state", "waiting", "--limit", "0", "--json"]));
+    assert_eq!(jobs.as_array().unwrap().len(), left);
+    // Running it again finishes the work.
+    let rest = json(&queuectl(&redis.url(), &prefix, &["clean", "q", "--state", "waiting", "--force", "--json"]));
+    assert_eq!(rest["removed"].as_array().unwrap().len(), left);
 }
 
 #[test]

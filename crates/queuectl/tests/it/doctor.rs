@@ -83,9 +83,17 @@ fn a_clean_server_has_only_ok_findings() {
     assert!(not_ok.is_empty(), "a clean server should have no warning: {not_ok:#?}");
     assert_eq!((report["verdict"].as_str(), code), (Some("ok"), 0));
     assert_eq!(report["endpoint"], redis.url());
-    for check in
-        ["latency", "rdb-save", "aof", "appendfsync", "maxmemory-policy", "clients", "unnamed-clients", "slowlog"]
-    {
+    for check in [
+        "latency",
+        "rdb-save",
+        "aof",
+        "appendfsync",
+        "maxmemory-policy",
+        "clients",
+        "unnamed-clients",
+        "slowlog",
+        "slow-scripts",
+    ] {
         finding(&report, check);
     }
     let queue = finding(&report, "queue");
@@ -94,6 +102,22 @@ fn a_clean_server_has_only_ok_findings() {
         let keys: Vec<&str> = f.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(keys, ["check", "severity", "measured", "advice"]);
     }
+}
+
+#[test]
+fn our_scripts_in_the_slow_log_are_named_with_what_to_do() {
+    let redis = RedisServer::start();
+    let prefix = unique("doc");
+    // Every command is "slow": the add's script lands in the slow log, as a slow one would.
+    assert_eq!(redis.command(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]), "+OK\r\n");
+    let added = queuectl(&redis.url(), &prefix, &["add", "files", "--data", "{}", "--json"]);
+    assert!(json(&added)["id"].is_string());
+    let (report, _) = doctor(&redis, &prefix, 1);
+    let slow = finding(&report, "slow-scripts");
+    assert_eq!(slow["severity"], "warn", "{slow}");
+    let measured = slow["measured"].as_str().unwrap();
+    assert!(measured.contains("addJobs: "), "named from its SHA or its source: {slow}");
+    assert!(slow["advice"].as_str().unwrap().contains("Slices::add"), "{slow}");
 }
 
 #[test]

@@ -16,12 +16,12 @@ mod producer;
 mod worker;
 
 pub(crate) use producer::{
-    AddJobs, AddLog, Batches, CleanJobs, GetState, JobToAdd, Obliterate, Pause, PauseEvent, Promote, RemoveJob, Repeat,
-    RepeatMode, RetryJob, RetryJobs, UpdateData, UpdateProgress,
+    AddJobs, AddLog, CleanCursor, CleanJobs, GetState, JobToAdd, Obliterate, Pause, PauseEvent, Promote, Remaining,
+    RemoveJob, Repeat, RepeatMode, RetryJob, RetryJobs, UpdateData, UpdateProgress,
 };
 pub(crate) use worker::{
     CompleteJob, ExtendLocks, FailAction, FailJob, Limiter, MoveStalledJobsToWait, MoveToActive, PromoteDelayed,
-    Recorded, Stalled,
+    Recorded, StalledPhase, StalledStep,
 };
 
 /// One script: its source, embedded at build time, and its SHA1.
@@ -72,12 +72,15 @@ fn flag(on: bool) -> String {
 }
 
 /// Declares a script: `scripts/<file>-<keys>.lua`, preceded by the listed
-/// `scripts/includes/<name>.lua` files (shared local functions, as Bull's `@include`).
+/// `scripts/includes/<name>.lua` files (shared local functions, as Bull's `@include`) and by a
+/// first line `-- queue-core:<file>` that names it where Redis shows the start of an `EVAL`
+/// (the slow log).
 macro_rules! script {
     ($ident:ident, $file:literal, $keys:literal $(, includes [$($include:literal),*])?) => {
         pub(super) static $ident: std::sync::LazyLock<$crate::bull::scripts::Script> =
             std::sync::LazyLock::new(|| {
                 $crate::bull::scripts::Script::new($file, $keys, concat!(
+                    "-- queue-core:", $file, "\n",
                     $($(include_str!(concat!("../../../scripts/includes/", $include, ".lua")), "\n",)*)?
                     include_str!(concat!("../../../scripts/", $file, "-", $keys, ".lua"))
                 ))
@@ -85,6 +88,50 @@ macro_rules! script {
     };
 }
 use script;
+
+/// The first line of every script's source, before its name.
+const NAME_LINE: &str = "-- queue-core:";
+
+/// Every script of ours.
+fn every_script() -> [&'static Script; 18] {
+    use producer::*;
+    use worker::*;
+    [
+        &ADD_JOBS,
+        &GET_STATE,
+        &PAUSE,
+        &REMOVE_JOB,
+        &RETRY_JOB,
+        &RETRY_JOBS,
+        &PROMOTE,
+        &CLEAN_JOBS,
+        &OBLITERATE,
+        &ADD_LOG,
+        &UPDATE_PROGRESS,
+        &UPDATE_DATA,
+        &MOVE_TO_ACTIVE,
+        &COMPLETE_JOB,
+        &FAIL_JOB,
+        &EXTEND_LOCKS,
+        &PROMOTE_DELAYED,
+        &MOVE_STALLED,
+    ]
+}
+
+/// The name of our script that a call runs, from what Redis shows of it (`SLOWLOG GET`,
+/// `MONITOR`): `EVALSHA <sha> ...` is looked up by SHA1; `EVAL <source> ...` by the source's
+/// first line, which names the script (the slow log keeps only its first 128 bytes). `None` for
+/// any other command, and for scripts that are not ours (Node Bull's).
+pub(crate) fn script_of_call(command: &str, first_arg: &str) -> Option<&'static str> {
+    if command.eq_ignore_ascii_case("EVALSHA") {
+        return every_script().into_iter().find(|s| s.sha.eq_ignore_ascii_case(first_arg)).map(|s| s.name);
+    }
+    if command.eq_ignore_ascii_case("EVAL") {
+        let name = first_arg.strip_prefix(NAME_LINE)?.split(['\n', '.']).next()?;
+        return every_script().into_iter().find(|s| s.name == name).map(|s| s.name);
+    }
+    None
+}
 
 /// Turns a script's integer reply into `Ok(code)` for success codes or the error it stands for.
 /// Every script's codes are listed in its header; this is the only place that interprets them.

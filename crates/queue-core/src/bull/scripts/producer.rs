@@ -242,16 +242,16 @@ impl RetryJob<'_> {
 
 script!(RETRY_JOBS, "retryJobs", 2, includes["waiting"]);
 
-/// `retryJobs-2.lua`: moves up to `batch` failed jobs back to waiting.
+/// `retryJobs-2.lua`: moves up to a slice of failed jobs back to waiting.
 ///
-/// KEYS[1] failed, KEYS[2] meta-paused. ARGV[1] base key, ARGV[2] batch size, ARGV[3] token.
+/// KEYS[1] failed, KEYS[2] meta-paused. ARGV[1] base key, ARGV[2] slice, ARGV[3] token.
 ///
-/// Returns the number of failed jobs still left.
+/// Returns the jobs moved and the failed jobs still left.
 pub(crate) struct RetryJobs<'a> {
     /// KEYS[1..=2] and ARGV[1].
     pub(crate) keys: &'a QueueKeys,
     /// ARGV[2].
-    pub(crate) batch: usize,
+    pub(crate) slice: usize,
     /// ARGV[3].
     pub(crate) token: &'a str,
 }
@@ -262,11 +262,12 @@ impl RetryJobs<'_> {
         Invocation {
             script: &RETRY_JOBS,
             keys: vec![k.failed(), k.meta_paused()],
-            args: vec![k.base().to_owned(), self.batch.to_string(), self.token.to_owned()],
+            args: vec![k.base().to_owned(), self.slice.to_string(), self.token.to_owned()],
         }
     }
 
-    pub(crate) async fn run(&self, conn: &CommandConnection) -> Result<u64> {
+    /// (moved, left).
+    pub(crate) async fn run(&self, conn: &CommandConnection) -> Result<(u64, u64)> {
         self.invocation().run(conn).await
     }
 }
@@ -304,17 +305,17 @@ impl Promote<'_> {
     }
 }
 
-script!(CLEAN_JOBS, "cleanJobs", 1);
+script!(CLEAN_JOBS, "cleanJobs", 1, includes["slice"]);
 
-/// `cleanJobs-1.lua`: removes jobs of one state older than a cutoff, skipping locked jobs. A
-/// job's age is its first present field of finishedOn, processedOn, timestamp, compared as
-/// numbers.
+/// `cleanJobs-1.lua`: removes jobs of one state older than a cutoff, skipping locked jobs,
+/// looking at one slice of the state per call. A job's age is its first present field of
+/// finishedOn, processedOn, timestamp, compared as numbers.
 ///
-/// KEYS[1] the state's list or zset. ARGV[1] base key, ARGV[2] cutoff ms, ARGV[3] limit
-/// (0 = no limit), ARGV[4] `"list"` or `"zset"`, ARGV[5] `"1"` when the state is completed or
-/// failed (a zset scored by finishedOn).
+/// KEYS[1] the state's list or zset. ARGV[1] base key, ARGV[2] cutoff ms, ARGV[3] most jobs to
+/// remove in this call, ARGV[4] `"list"` or `"zset"`, ARGV[5] `"1"` when the state is completed
+/// or failed (a zset scored by finishedOn), ARGV[6] slice, ARGV[7..=8] the [`CleanCursor`].
 ///
-/// Returns the removed ids. Fails with `InvalidOptions` for `stuck`, which is in no list.
+/// Returns a [`CleanSlice`]. Fails with `InvalidOptions` for `stuck`, which is in no list.
 pub(crate) struct CleanJobs<'a> {
     /// KEYS[1] (with `state`) and ARGV[1].
     pub(crate) keys: &'a QueueKeys,
@@ -322,8 +323,38 @@ pub(crate) struct CleanJobs<'a> {
     pub(crate) state: JobState,
     /// ARGV[2].
     pub(crate) cutoff: u64,
-    /// ARGV[3].
+    /// ARGV[3]: at least 1.
     pub(crate) limit: usize,
+    /// ARGV[6].
+    pub(crate) slice: usize,
+    /// ARGV[7..=8].
+    pub(crate) cursor: &'a CleanCursor,
+}
+
+/// Where a clean stands between calls: the last entry looked at and kept (`""` at the start),
+/// and for a list the number of entries at its tail looked at and kept, for a zset that
+/// entry's score.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CleanCursor {
+    pub(crate) id: String,
+    pub(crate) at: String,
+}
+
+impl Default for CleanCursor {
+    fn default() -> Self {
+        CleanCursor { id: String::new(), at: "0".to_owned() }
+    }
+}
+
+/// What one call of [`CleanJobs`] did.
+#[derive(Debug)]
+pub(crate) struct CleanSlice {
+    pub(crate) removed: Vec<String>,
+    /// Pass to the next call.
+    pub(crate) cursor: CleanCursor,
+    /// The whole state has been looked at.
+    pub(crate) done: bool,
+    pub(crate) looked_at: u64,
 }
 
 impl CleanJobs<'_> {
@@ -343,36 +374,42 @@ impl CleanJobs<'_> {
                 self.limit.to_string(),
                 kind.to_owned(),
                 flag(finished),
+                self.slice.to_string(),
+                self.cursor.id.clone(),
+                self.cursor.at.clone(),
             ],
         })
     }
 
-    pub(crate) async fn run(&self, conn: &CommandConnection) -> Result<Vec<String>> {
-        self.invocation()?.run(conn).await
+    pub(crate) async fn run(&self, conn: &CommandConnection) -> Result<CleanSlice> {
+        let (removed, id, at, done, looked_at): (Vec<String>, String, String, i64, u64) =
+            self.invocation()?.run(conn).await?;
+        Ok(CleanSlice { removed, cursor: CleanCursor { id, at }, done: done == 1, looked_at })
     }
 }
 
 script!(OBLITERATE, "obliterate", 2);
 
-/// `obliterate-2.lua`: deletes a paused queue and all its jobs, a batch per call.
+/// `obliterate-2.lua`: deletes a paused queue and all its jobs, at most a slice of jobs per
+/// call; the queue's own keys go with the last call.
 ///
-/// KEYS[1] meta-paused, KEYS[2] active. ARGV[1] base key, ARGV[2] batch size, ARGV[3] `"1"` to
+/// KEYS[1] meta-paused, KEYS[2] active. ARGV[1] base key, ARGV[2] slice, ARGV[3] `"1"` to
 /// delete active jobs too.
 ///
-/// Fails with `WrongState` when the queue is not paused, and with `ActiveJobs` when it has
-/// active jobs and `force` is off.
+/// Returns the jobs deleted and whether to call again. Fails with `WrongState` when the queue
+/// is not paused, and with `ActiveJobs` when it has active jobs and `force` is off.
 pub(crate) struct Obliterate<'a> {
     /// KEYS[1..=2] and ARGV[1].
     pub(crate) keys: &'a QueueKeys,
     /// ARGV[2].
-    pub(crate) batch: usize,
+    pub(crate) slice: usize,
     /// ARGV[3].
     pub(crate) force: bool,
 }
 
-/// Where a call that works in batches stands.
+/// Where a call that works in slices stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Batches {
+pub(crate) enum Remaining {
     Done,
     /// Call again.
     More,
@@ -384,15 +421,22 @@ impl Obliterate<'_> {
         Invocation {
             script: &OBLITERATE,
             keys: vec![k.meta_paused(), k.active()],
-            args: vec![k.base().to_owned(), self.batch.to_string(), flag(self.force)],
+            args: vec![k.base().to_owned(), self.slice.to_string(), flag(self.force)],
         }
     }
 
-    pub(crate) async fn run(&self, conn: &CommandConnection) -> Result<Batches> {
-        let code = self.invocation().run(conn).await?;
-        match check_code(&OBLITERATE, code, "", self.keys.name())? {
-            0 => Ok(Batches::Done),
-            _ => Ok(Batches::More),
+    /// (jobs deleted, whether to call again).
+    pub(crate) async fn run(&self, conn: &CommandConnection) -> Result<(u64, Remaining)> {
+        match self.invocation().run(conn).await? {
+            redis::Value::Int(code) => {
+                check_code(&OBLITERATE, code, "", self.keys.name())?;
+                Err(Error::Protocol { script: "obliterate", detail: format!("return code {code}") })
+            }
+            reply => {
+                let (deleted, more): (u64, i64) = redis::FromRedisValue::from_redis_value(reply)
+                    .map_err(|e| Error::Protocol { script: "obliterate", detail: e.to_string() })?;
+                Ok((deleted, if more == 1 { Remaining::More } else { Remaining::Done }))
+            }
         }
     }
 }

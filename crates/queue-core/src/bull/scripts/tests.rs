@@ -29,6 +29,7 @@ fn every_call(keys: &QueueKeys) -> Vec<(Invocation, usize)> {
     let keep = KeepJobs::Count(3);
     let limiter = Limiter { max: 1, duration: Duration::from_secs(1), per_group: true };
     let second = Duration::from_secs(1);
+    let cursor = CleanCursor::default();
     vec![
         (AddJobs { keys, token: "t", jobs: vec![job(None), job(Some(repeat))] }.invocation(), 2),
         (GetState { keys, job_id: "1" }.invocation(), 0),
@@ -36,10 +37,15 @@ fn every_call(keys: &QueueKeys) -> Vec<(Invocation, usize)> {
         (Pause { keys, event: PauseEvent::Resumed }.invocation(), 0),
         (RemoveJob { keys, job_id: "1" }.invocation(), 0),
         (RetryJob { keys, job_id: "1", now: 5, token: "t" }.invocation(), 0),
-        (RetryJobs { keys, batch: 10, token: "t" }.invocation(), 0),
+        (RetryJobs { keys, slice: 10, token: "t" }.invocation(), 0),
         (Promote { keys, job_id: "1", token: "t" }.invocation(), 0),
-        (CleanJobs { keys, state: JobState::Failed, cutoff: 5, limit: 0 }.invocation().unwrap(), 0),
-        (Obliterate { keys, batch: 10, force: true }.invocation(), 0),
+        (
+            CleanJobs { keys, state: JobState::Failed, cutoff: 5, limit: 3, slice: 10, cursor: &cursor }
+                .invocation()
+                .unwrap(),
+            0,
+        ),
+        (Obliterate { keys, slice: 10, force: true }.invocation(), 0),
         (AddLog { keys, job_id: "1", line: "l" }.invocation(), 0),
         (UpdateProgress { keys, job_id: "1", progress: &json!(50) }.invocation(), 0),
         (UpdateData { keys, job_id: "1", data: "{}" }.invocation(), 0),
@@ -70,6 +76,7 @@ fn every_call(keys: &QueueKeys) -> Vec<(Invocation, usize)> {
                 debounced: false,
                 next_lock: "t:2",
                 worker_token: "t",
+                keep_slice: 10,
             }
             .invocation(),
             0,
@@ -85,13 +92,26 @@ fn every_call(keys: &QueueKeys) -> Vec<(Invocation, usize)> {
                 attempts_made: 1,
                 action: FailAction::Delay(9),
                 keep: None,
+                keep_slice: 10,
             }
             .invocation(),
             0,
         ),
         (ExtendLocks { keys, lock_duration: second, held: &held }.invocation(), 2),
-        (PromoteDelayed { keys, now: 5, token: "t" }.invocation(), 0),
-        (MoveStalledJobsToWait { keys, max_stalled_count: 1, now: 5, stalled_interval: second }.invocation(), 0),
+        (PromoteDelayed { keys, due_by: Some(5), token: "t", slice: 10 }.invocation(), 0),
+        (
+            MoveStalledJobsToWait {
+                keys,
+                max_stalled_count: 1,
+                now: 5,
+                stalled_interval: second,
+                step: &StalledStep::start(),
+                slice: 10,
+                keep_slice: 10,
+            }
+            .invocation(),
+            0,
+        ),
     ]
 }
 
@@ -172,12 +192,28 @@ fn every_script_has_a_typed_call_that_fills_its_header() {
 
     let shas: BTreeSet<_> = calls.iter().map(|(call, _)| &call.script.sha).collect();
     assert_eq!(shas.len(), covered.len(), "two scripts share a SHA");
+    let listed: BTreeSet<_> = every_script().iter().map(|s| s.name).collect();
+    assert_eq!(listed, covered, "every_script lists every script once");
+}
+
+#[test]
+fn calls_are_named_from_what_the_slow_log_shows() {
+    for script in every_script() {
+        assert_eq!(script_of_call("evalsha", &script.sha.to_uppercase()), Some(script.name));
+        // The slow log keeps 128 bytes of an argument and says how many it dropped.
+        let shown = format!("{}... ({} more bytes)", &script.source[..128], script.source.len() - 128);
+        assert_eq!(script_of_call("EVAL", &shown), Some(script.name), "{shown}");
+    }
+    assert_eq!(script_of_call("EVALSHA", "0123456789abcdef0123456789abcdef01234567"), None);
+    assert_eq!(script_of_call("EVAL", "-- Bull's own script"), None);
+    assert_eq!(script_of_call("GET", &ADD_JOBS.sha), None);
 }
 
 #[test]
 fn clean_refuses_stuck_jobs() {
     let keys = QueueKeys::new("bull", "q").unwrap();
-    let call = CleanJobs { keys: &keys, state: JobState::Stuck, cutoff: 0, limit: 0 };
+    let cursor = CleanCursor::default();
+    let call = CleanJobs { keys: &keys, state: JobState::Stuck, cutoff: 0, limit: 1, slice: 1, cursor: &cursor };
     assert!(matches!(call.invocation(), Err(Error::InvalidOptions(_))));
 }
 

@@ -8,8 +8,9 @@ use redis::Value as RedisValue;
 use serde_json::{Value, json};
 
 use super::{Invocation, Script, check_code, flag, script};
-use crate::bull::keys::{QueueKeys, due_from_score};
+use crate::bull::keys::{QueueKeys, delayed_score, due_from_score};
 use crate::bull::options::KeepJobs;
+use crate::clock::now_ms;
 use crate::connection::command::CommandConnection;
 use crate::error::{Error, Result};
 
@@ -119,7 +120,8 @@ script!(COMPLETE_JOB, "completeJob", 5, includes["finished", "activate"]);
 /// returnvalue JSON, ARGV[6] keep age seconds (`""` = none), ARGV[7] keep count (-1 all, 0 none,
 /// N newest), ARGV[8] completed event JSON, ARGV[9] `"1"` = fetch the next job, ARGV[10] lock
 /// duration ms, ARGV[11] `"1"` when the job has a debounce id, ARGV[12] lock value for the next
-/// job, ARGV[13] worker token.
+/// job, ARGV[13] worker token, ARGV[14] keep slice (most old completed jobs the keep policy
+/// deletes).
 ///
 /// Returns [`Recorded::Done`], with the next job's reply when it fetched one, or
 /// [`Recorded::Refused`].
@@ -146,6 +148,8 @@ pub(crate) struct CompleteJob<'a> {
     pub(crate) next_lock: &'a str,
     /// ARGV[13].
     pub(crate) worker_token: &'a str,
+    /// ARGV[14].
+    pub(crate) keep_slice: usize,
 }
 
 impl CompleteJob<'_> {
@@ -171,6 +175,7 @@ impl CompleteJob<'_> {
                 flag(self.debounced),
                 self.next_lock.to_owned(),
                 self.worker_token.to_owned(),
+                self.keep_slice.to_string(),
             ],
         }
     }
@@ -190,7 +195,8 @@ script!(FAIL_JOB, "failJob", 7, includes["waiting", "finished"]);
 /// KEYS[6] priority, KEYS[7] delayed. ARGV[1] base key, ARGV[2] job id, ARGV[3] the job's lock
 /// value, ARGV[4] now ms, ARGV[5] failedReason, ARGV[6] stacktrace JSON array, ARGV[7]
 /// attemptsMade, ARGV[8] `"retry"`, `"delay"` or `"fail"`, ARGV[9] due ms (delay), ARGV[10] keep
-/// age seconds (`""` = none), ARGV[11] keep count, ARGV[12] failed event JSON.
+/// age seconds (`""` = none), ARGV[11] keep count, ARGV[12] failed event JSON, ARGV[13] keep
+/// slice (most old failed jobs the keep policy deletes).
 ///
 /// Returns [`Recorded::Done`]`(None)` or [`Recorded::Refused`].
 pub(crate) struct FailJob<'a> {
@@ -212,6 +218,8 @@ pub(crate) struct FailJob<'a> {
     pub(crate) action: FailAction,
     /// ARGV[10..=11]: the job's `removeOnFail`.
     pub(crate) keep: Option<&'a KeepJobs>,
+    /// ARGV[13].
+    pub(crate) keep_slice: usize,
 }
 
 /// What [`FailJob`] does after recording the attempt.
@@ -261,6 +269,7 @@ impl FailJob<'_> {
                 age.map(|a| a.to_string()).unwrap_or_default(),
                 count.to_string(),
                 event,
+                self.keep_slice.to_string(),
             ],
         }
     }
@@ -307,45 +316,63 @@ impl ExtendLocks<'_> {
 
 script!(PROMOTE_DELAYED, "promoteDelayed", 5, includes["waiting"]);
 
-/// `promoteDelayed-5.lua`: moves delayed jobs that are due to waiting.
+/// `promoteDelayed-5.lua`: moves delayed jobs that are due (or all of them) to waiting, at most
+/// a slice per call.
 ///
 /// KEYS[1] delayed, KEYS[2] wait, KEYS[3] paused, KEYS[4] meta-paused, KEYS[5] priority.
-/// ARGV[1] base key, ARGV[2] now ms, ARGV[3] token.
-///
-/// Returns when the next delayed job is due (ms; `now` if its score is unreadable), or `None`
-/// when no job is delayed.
+/// ARGV[1] base key, ARGV[2] highest score to promote, ARGV[3] token, ARGV[4] slice.
 pub(crate) struct PromoteDelayed<'a> {
     /// KEYS[1..=5] and ARGV[1].
     pub(crate) keys: &'a QueueKeys,
-    /// ARGV[2].
-    pub(crate) now: u64,
+    /// ARGV[2]: `Some(now)` promotes the jobs due by `now` (score `now * 4096`), `None` every
+    /// delayed job (`+inf`).
+    pub(crate) due_by: Option<u64>,
     /// ARGV[3].
     pub(crate) token: &'a str,
+    /// ARGV[4].
+    pub(crate) slice: usize,
+}
+
+/// What one call of [`PromoteDelayed`] did.
+#[derive(Debug)]
+pub(crate) struct Promoted {
+    pub(crate) count: usize,
+    /// When the next delayed job is due (ms; `now` if its score is unreadable), `None` when no
+    /// job is delayed.
+    pub(crate) next_due: Option<u64>,
 }
 
 impl PromoteDelayed<'_> {
     pub(super) fn invocation(&self) -> Invocation {
         let k = self.keys;
+        let highest = match self.due_by {
+            Some(now) => delayed_score(now, 0).to_string(),
+            None => "+inf".to_owned(),
+        };
         Invocation {
             script: &PROMOTE_DELAYED,
             keys: vec![k.delayed(), k.wait(), k.paused(), k.meta_paused(), k.priority()],
-            args: vec![k.base().to_owned(), self.now.to_string(), self.token.to_owned()],
+            args: vec![k.base().to_owned(), highest, self.token.to_owned(), self.slice.to_string()],
         }
     }
 
-    pub(crate) async fn run(&self, conn: &CommandConnection) -> Result<Option<u64>> {
-        let score: Option<String> = self.invocation().run(conn).await?;
-        Ok(score.map(|score| score.parse::<f64>().map_or(self.now, due_from_score)))
+    pub(crate) async fn run(&self, conn: &CommandConnection) -> Result<Promoted> {
+        let (count, score): (usize, Option<String>) = self.invocation().run(conn).await?;
+        let now = self.due_by.unwrap_or_else(now_ms);
+        Ok(Promoted { count, next_due: score.map(|score| score.parse::<f64>().map_or(now, due_from_score)) })
     }
 }
 
-script!(MOVE_STALLED, "moveStalledJobsToWait", 7, includes["waiting", "finished"]);
+script!(MOVE_STALLED, "moveStalledJobsToWait", 7, includes["waiting", "finished", "slice"]);
 
-/// `moveStalledJobsToWait-7.lua`: recovers jobs whose worker stopped renewing their lock.
+/// `moveStalledJobsToWait-7.lua`: recovers jobs whose worker stopped renewing their lock, one
+/// slice of `active` per call: a `Start` call, then calls in the phase each call returns, until
+/// it is `Done`.
 ///
 /// KEYS[1] stalled, KEYS[2] wait, KEYS[3] active, KEYS[4] failed, KEYS[5] stalled-check,
 /// KEYS[6] meta-paused, KEYS[7] paused. ARGV[1] max stalled count, ARGV[2] base key, ARGV[3] now
-/// ms, ARGV[4] stalled interval ms.
+/// ms, ARGV[4] stalled interval ms, ARGV[5] phase, ARGV[6] slice, ARGV[7] skip, ARGV[8] cursor,
+/// ARGV[9] keep slice.
 pub(crate) struct MoveStalledJobsToWait<'a> {
     /// KEYS[1..=7] and ARGV[2].
     pub(crate) keys: &'a QueueKeys,
@@ -355,15 +382,63 @@ pub(crate) struct MoveStalledJobsToWait<'a> {
     pub(crate) now: u64,
     /// ARGV[4].
     pub(crate) stalled_interval: Duration,
+    /// ARGV[5], ARGV[7] and ARGV[8].
+    pub(crate) step: &'a StalledStep,
+    /// ARGV[6].
+    pub(crate) slice: usize,
+    /// ARGV[9].
+    pub(crate) keep_slice: usize,
 }
 
-/// The jobs a stalled check handled.
-#[derive(Debug, Default)]
+/// Where a stalled check stands between its calls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StalledStep {
+    pub(crate) phase: StalledPhase,
+    /// Entries at the tail of `active` already looked at in this phase.
+    pub(crate) skip: u64,
+    /// The one of them nearest the head.
+    pub(crate) cursor: String,
+}
+
+impl StalledStep {
+    /// The first call of a check.
+    pub(crate) fn start() -> Self {
+        StalledStep { phase: StalledPhase::Start, skip: 0, cursor: String::new() }
+    }
+}
+
+/// The phases of a stalled check (see the script's header).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StalledPhase {
+    /// Take the throttle (`stalled-check`), or find it taken and be done.
+    Start,
+    /// Recover the marked jobs without a lock.
+    Recover,
+    /// Mark the active jobs for the next check.
+    Mark,
+    Done,
+}
+
+impl StalledPhase {
+    fn as_str(self) -> &'static str {
+        match self {
+            StalledPhase::Start => "start",
+            StalledPhase::Recover => "recover",
+            StalledPhase::Mark => "mark",
+            StalledPhase::Done => "done",
+        }
+    }
+}
+
+/// The jobs one call of a stalled check handled, and where the check stands.
+#[derive(Debug)]
 pub(crate) struct Stalled {
     /// Stalled too often: failed.
     pub(crate) failed: Vec<String>,
     /// Back in waiting.
     pub(crate) recovered: Vec<String>,
+    /// Pass to the next call, unless its phase is `Done`.
+    pub(crate) next: StalledStep,
 }
 
 impl MoveStalledJobsToWait<'_> {
@@ -377,12 +452,26 @@ impl MoveStalledJobsToWait<'_> {
                 k.base().to_owned(),
                 self.now.to_string(),
                 self.stalled_interval.as_millis().to_string(),
+                self.step.phase.as_str().to_owned(),
+                self.slice.to_string(),
+                self.step.skip.to_string(),
+                self.step.cursor.clone(),
+                self.keep_slice.to_string(),
             ],
         }
     }
 
     pub(crate) async fn run(&self, conn: &CommandConnection) -> Result<Stalled> {
-        let (failed, recovered) = self.invocation().run(conn).await?;
-        Ok(Stalled { failed, recovered })
+        let (failed, recovered, phase, skip, cursor): (Vec<String>, Vec<String>, String, u64, String) =
+            self.invocation().run(conn).await?;
+        let phase = match phase.as_str() {
+            "recover" => StalledPhase::Recover,
+            "mark" => StalledPhase::Mark,
+            "done" => StalledPhase::Done,
+            other => {
+                return Err(Error::Protocol { script: "moveStalledJobsToWait", detail: format!("phase {other:?}") });
+            }
+        };
+        Ok(Stalled { failed, recovered, next: StalledStep { phase, skip, cursor } })
     }
 }
