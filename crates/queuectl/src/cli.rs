@@ -263,8 +263,12 @@ pub struct WorkArgs {
     #[arg(long)]
     pub workdir: Option<PathBuf>,
     /// Stop after this many jobs finished (completed or failed attempts); for scripts and tests.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "until_drained")]
     pub max_jobs: Option<u64>,
+    /// Stop once the queue has no waiting job left (delayed jobs and retries due later are not
+    /// waited for); the jobs in hand finish first.
+    #[arg(long)]
+    pub until_drained: bool,
 }
 
 /// `doctor`.

@@ -115,7 +115,11 @@ pub(crate) async fn run(c: &Connections, g: &Global, p: &Printer, args: WorkArgs
     let (workdir, timeout) = (args.workdir, args.timeout_ms.map(Duration::from_millis));
     let h = handler(move |job| run_command(job, command.clone(), workdir.clone(), timeout));
     // --max-jobs counts attempts taken; the worker takes exactly that many, then stops.
-    let stop_when = args.max_jobs.map_or(StopWhen::Never, StopWhen::MaxJobs);
+    let stop_when = match (args.max_jobs, args.until_drained) {
+        (Some(n), _) => StopWhen::MaxJobs(n),
+        (None, true) => StopWhen::Drained,
+        (None, false) => StopWhen::Never,
+    };
     let settings = WorkerSettings::default().stop_when(stop_when);
     let worker = Worker::start(c, settings, vec![QueueSpec::new(queue, usize::from(args.concurrency), h)]).await?;
     eprintln!("working on {} with concurrency {}", args.queue, args.concurrency);

@@ -731,6 +731,18 @@ fn work_timeout_kills_the_whole_process_group() {
 }
 
 #[test]
+fn work_until_drained_processes_what_waits_and_exits() {
+    let t = Ctx::new();
+    for i in 1..=4 {
+        t.add("q", &format!(r#"{{"i":{i}}}"#), &[]);
+    }
+    t.add("q", r#"{"later":true}"#, &["--delay", "600000"]);
+    let worked = t.json(&["work", "q", "--exec", "cat", "--until-drained", "--json"]);
+    assert_eq!(worked["stats"]["completed"], json!(4), "{worked}");
+    assert_eq!(t.counts("q"), counts_line(0, 0, 4, 0, 1, 0), "the delayed job is not waited for");
+}
+
+#[test]
 fn work_stops_taking_jobs_at_max_jobs() {
     let t = Ctx::new();
     for i in 1..=5 {
