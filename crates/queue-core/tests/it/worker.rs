@@ -947,7 +947,11 @@ async fn a_stale_attempt_of_a_job_taken_again_by_the_same_worker_writes_nothing(
     let _: () = redis::AsyncCommands::rpush(&mut r, keys_of(&q).wait(), &id).await.unwrap();
     assert!(eventually(Duration::from_secs(5), async || starts.load(std::sync::atomic::Ordering::SeqCst) == 2).await);
     release.notify_one();
-    let done = eventually(Duration::from_secs(10), async || q.get_job_counts().await.unwrap().completed == 1).await;
+    // The worker counts a completion just after its script returns: wait for the count too.
+    let done = eventually(Duration::from_secs(10), async || {
+        q.get_job_counts().await.unwrap().completed == 1 && worker.stats().completed == 1
+    })
+    .await;
     let stats = worker.stats();
     worker.close(Duration::from_secs(2)).await;
     assert!(done, "{:?} {stats:?}", q.get_job_counts().await.unwrap());
