@@ -21,6 +21,8 @@ use crate::{openapi, request_id, routes};
 pub const SERVICE: &str = "api-svc";
 /// How long applying migrations at start-up may take.
 const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long closing the Postgres pool may take at shutdown.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long requests in flight get to finish at shutdown.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -42,6 +44,12 @@ impl Application {
             .await
             .context("applying the migrations timed out")?
             .context("applying the migrations failed (DATABASE_URL)")?;
+        // Open the one Redis connection now, on this (the main) runtime rather than on the
+        // runtime of whichever actix worker asks first. Redis being down does not stop start-up:
+        // uploads are acknowledged meanwhile (see `routes::files`).
+        if let Err(e) = connections.ping().await {
+            tracing::warn!(error = %e, "redis does not answer yet; uploads are recorded and enqueued later");
+        }
         let files = Queue::new(&connections, platform::jobs::FILES_QUEUE)?;
         let state = AppState {
             db,
@@ -104,12 +112,20 @@ impl Application {
             result = &mut server => result,
             () = shutdown => {
                 tracing::info!("stopping: finishing requests in flight");
-                handle.stop(true).await;
-                server.await
+                // The command is sent now; the server future must be polled to carry it out.
+                let stopped = handle.stop(true);
+                let served = server.await;
+                stopped.await;
+                served
             }
         };
+        // Connections opened by a request live on the runtime of the actix worker that served
+        // it, which is gone now: closing them politely is bounded, and dropping them is fine.
         state.connections.close().await;
-        state.db.pool().close().await;
+        if tokio::time::timeout(CLOSE_TIMEOUT, state.db.pool().close()).await.is_err() {
+            tracing::debug!("postgres connections dropped without a goodbye");
+        }
+        tracing::info!("api-svc stopped");
         served.context("the HTTP server failed")
     }
 }

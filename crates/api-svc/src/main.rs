@@ -9,18 +9,22 @@ use platform::telemetry::{self, LogFormat};
 #[tokio::main]
 async fn main() -> ExitCode {
     let env = Env::from_process();
+    let mut logging = false;
     let started = async {
         let format = LogFormat::from_env(&env)?;
         telemetry::init(format, &env)?;
+        logging = true;
         let config = Config::from_env(&env)?;
         Application::build(config).await
     };
     let app = match started.await {
         Ok(app) => app,
-        Err(e) => {
-            // Telemetry may not be up yet: the reason goes to stderr as well.
-            eprintln!("api-svc: {e:#}");
+        Err(e) if logging => {
             tracing::error!(error = format!("{e:#}"), "api-svc cannot start");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("api-svc cannot start: {e:#}");
             return ExitCode::FAILURE;
         }
     };
