@@ -5,6 +5,7 @@ mod bad_input;
 mod connections;
 mod content;
 mod files;
+mod lifecycle;
 mod memory;
 mod openapi;
 mod outages;

@@ -35,6 +35,8 @@ pub(crate) struct TestApp {
     /// The test's producer on the same `files` queue (its own connection).
     pub(crate) files: Queue,
     pub(crate) storage_dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    running: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 /// What to change in the default environment.
@@ -79,7 +81,10 @@ pub(crate) async fn spawn_with(options: Options) -> TestApp {
     let app = Application::build(config).await.expect("api-svc builds");
     let addr: SocketAddr = app.addr();
     let connections = app.connections().clone();
-    tokio::spawn(app.run_until(std::future::pending()));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
 
     let mut test_redis = RedisConfig::from_lookup(|name| match name {
         "REDIS_URL" => Some(redis_url.clone()),
@@ -100,10 +105,18 @@ pub(crate) async fn spawn_with(options: Options) -> TestApp {
         db,
         files,
         storage_dir,
+        stop: Some(stop),
+        running: Some(running),
     }
 }
 
 impl TestApp {
+    /// Sends the shutdown signal; returns what `run_until` returned.
+    pub(crate) async fn shut_down(&mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let _ = self.stop.take().expect("running").send(());
+        self.running.take().expect("running")
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
