@@ -9,6 +9,9 @@
 use std::time::Duration;
 
 use actix_multipart::Multipart;
+use std::pin::Pin;
+
+use actix_web::error::PayloadError;
 use actix_web::http::header::{self, HeaderMap};
 use actix_web::web;
 use bytes::Bytes;
@@ -34,6 +37,10 @@ const DRAIN_TIME: Duration = Duration::from_secs(10);
 const MAX_CALLBACK_BYTES: usize = 2048;
 /// Longest accepted content type.
 const MAX_CONTENT_TYPE: usize = 255;
+/// How long an upload may go without a byte before it is abandoned (400 `invalid_body` or
+/// `invalid_multipart`, nothing kept): a client cannot hold a connection and a staged file
+/// open by trickling.
+pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long resolving a callback's host may take.
 const CALLBACK_CHECK_TIME: Duration = Duration::from_secs(5);
 
@@ -65,6 +72,7 @@ pub(crate) async fn receive(
         Some(url) => Some(check_callback(state, &url).await?),
         None => None,
     };
+    let payload = idle_limited(payload, BODY_IDLE_TIMEOUT);
     let multipart = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -96,6 +104,32 @@ pub(crate) async fn receive(
     }
 }
 
+/// A request body that fails when no chunk arrives for a while.
+type Body = Pin<Box<dyn Stream<Item = Result<Bytes, PayloadError>>>>;
+
+/// `payload`, failing with a timed-out I/O error after `idle` without a chunk.
+fn idle_limited<S>(payload: S, idle: Duration) -> Body
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin + 'static,
+{
+    Box::pin(
+        futures_util::stream::unfold(Some(payload), move |state| async move {
+            let mut payload = state?;
+            match tokio::time::timeout(idle, payload.next()).await {
+                Ok(Some(item)) => Some((item, Some(payload))),
+                Ok(None) => None,
+                Err(_) => {
+                    let stalled =
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no data for {} s", idle.as_secs()));
+                    Some((Err(PayloadError::Io(stalled)), None))
+                }
+            }
+        })
+        // The multipart parser may poll again after the end.
+        .fuse(),
+    )
+}
+
 fn empty_body() -> ApiError {
     ApiError::bad_request("empty_body", "the upload is empty")
 }
@@ -104,7 +138,7 @@ async fn receive_raw(
     state: &AppState,
     headers: &HeaderMap,
     query_callback: Option<String>,
-    mut payload: web::Payload,
+    mut payload: Body,
     id: Uuid,
 ) -> Result<Received, ApiError> {
     let filename = headers
@@ -330,6 +364,19 @@ mod tests {
         assert!(content_type(Some("nonsense")).is_err());
         assert!(content_type(None).is_err());
         assert!(content_type(Some(&format!("a/{}", "b".repeat(300)))).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_sending_fails_after_the_idle_timeout() {
+        let first = futures_util::stream::iter(vec![Ok(Bytes::from_static(b"some"))]);
+        let mut body = idle_limited(first.chain(futures_util::stream::pending()), BODY_IDLE_TIMEOUT);
+        assert_eq!(body.next().await.unwrap().unwrap(), Bytes::from_static(b"some"));
+        let started = tokio::time::Instant::now();
+        let stalled = body.next().await.unwrap().unwrap_err();
+        assert_eq!(started.elapsed(), BODY_IDLE_TIMEOUT);
+        assert!(stalled.to_string().contains("no data for 30 s"), "{stalled}");
+        assert!(body.next().await.is_none(), "ends after the error");
+        assert!(body.next().await.is_none(), "and may be polled again (the multipart parser does)");
     }
 
     #[tokio::test]
