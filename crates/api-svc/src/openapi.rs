@@ -9,7 +9,9 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::{ErrorBody, ErrorDetail};
 use crate::routes::{content, files, health};
-use crate::views::{Accepted, CallbackView, DeliveryView, FileLinks, FileList, FileView, Liveness, Readiness, Status};
+use crate::views::{
+    Accepted, CallbackView, DeliveryView, FileLinks, FileList, FileView, Liveness, Readiness, Status, UploadForm,
+};
 
 /// The API's document.
 #[derive(OpenApi)]
@@ -40,7 +42,8 @@ use crate::views::{Accepted, CallbackView, DeliveryView, FileLinks, FileList, Fi
         ErrorBody,
         ErrorDetail,
         Liveness,
-        Readiness
+        Readiness,
+        UploadForm
     )),
     modifiers(&BearerAuth),
     tags((name = "files", description = "uploads and their processing"), (name = "health", description = "probes"))

@@ -87,6 +87,19 @@ pub(crate) fn is_artifact_name(name: &str) -> bool {
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// The multipart form of an upload (documentation only: the body is streamed, never parsed
+/// into this type).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct UploadForm {
+    /// The file; its part's filename is kept as metadata.
+    #[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+    file: Vec<u8>,
+    /// Where to POST the result: https, or http to a host in `CALLBACK_ALLOWED_HOSTS`. Send it
+    /// before `file`, so that a refused URL is known before the upload is read.
+    callback_url: Option<String>,
+}
+
 /// The answer to an accepted upload (202).
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub(crate) struct Accepted {

@@ -21,7 +21,7 @@ use crate::idempotency;
 use crate::routes::file_id;
 use crate::state::AppState;
 use crate::upload::{self, Received};
-use crate::views::{Accepted, FileList, FileView};
+use crate::views::{Accepted, FileList, FileView, UploadForm};
 
 /// Default page size of the list.
 pub(crate) const DEFAULT_LIMIT: usize = 50;
@@ -53,7 +53,7 @@ pub(crate) struct UploadQuery {
     ),
     request_body(
         description = "multipart/form-data with a binary part `file` and an optional text field `callback_url`, or the raw content",
-        content(("multipart/form-data"), ("application/octet-stream")),
+        content((UploadForm = "multipart/form-data"), ("application/octet-stream")),
     ),
     responses(
         (status = 202, description = "stored and recorded; processing follows", body = Accepted),

@@ -26,7 +26,10 @@ async fn the_openapi_document_lists_every_route() {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
     }
     let upload = &paths["/v1/files"]["post"];
-    assert!(upload["requestBody"]["content"].get("multipart/form-data").is_some());
+    let form = &upload["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"];
+    assert_eq!(form, "#/components/schemas/UploadForm");
+    assert_eq!(doc["components"]["schemas"]["UploadForm"]["properties"]["file"]["format"], "binary");
+    assert!(upload["requestBody"]["content"].get("application/octet-stream").is_some());
     assert!(upload["responses"].get("202").is_some());
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["FileView"].is_object());
