@@ -233,3 +233,30 @@ async fn callbacks_are_refused_when_disabled_or_not_allowed() {
     assert!(app.stored_files().is_empty(), "{:?}", app.stored_files());
     still_serving(&app).await;
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_mid_upload_leaves_nothing() {
+    let app = spawn_app().await;
+    let (chunks, body) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let stream = futures_util::stream::unfold(body, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
+    let request = app
+        .client
+        .post(app.url("/v1/files"))
+        .bearer_auth(TOKEN)
+        .header("x-filename", "partial.bin")
+        .header("content-length", "1000000")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send();
+    let request = tokio::spawn(request);
+    chunks.send(Ok(Bytes::from(vec![b'p'; 100_000]))).await.unwrap();
+    assert!(
+        crate::support::eventually(std::time::Duration::from_secs(10), async || !app.stored_files().is_empty()).await,
+        "the upload reached the store"
+    );
+    request.abort();
+    drop(chunks);
+    let gone = crate::support::eventually(std::time::Duration::from_secs(10), async || app.stored_files().is_empty());
+    assert!(gone.await, "left behind: {:?}", app.stored_files());
+    assert_eq!(app.rows().await, 0);
+    still_serving(&app).await;
+}
