@@ -94,9 +94,10 @@ enum Recorded {
 }
 
 /// Commits the row of `received`, or finds the first upload under the same idempotency key (then
-/// the content just received is deleted: the first upload's is the one). Whatever fails leaves no content behind, unless the row may have been written (a call that
-/// timed out or lost its connection mid-way): then the content is kept, so that a committed
-/// row never points at nothing.
+/// the content just received is deleted: the first upload's is the one). Whatever fails leaves
+/// no content behind, unless the row may have been written (an insert that timed out or lost its
+/// connection mid-way, and Postgres cannot be asked): then the content is kept, so that a
+/// committed row never points at nothing.
 async fn record(
     state: &AppState,
     caller: &Caller,
