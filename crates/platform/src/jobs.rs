@@ -4,6 +4,7 @@
 //! (the job fails for good with a reason naming it) instead of guessing, so a producer and a
 //! worker of different releases cannot silently disagree about what a field means.
 
+use queue_core::{Backoff, JobOptions, KeepJobs};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -16,6 +17,13 @@ pub const VERSION: u32 = 1;
 
 /// Attempts of a `files` job (a crash or a transient error retries; bad media does not).
 pub const FILE_ATTEMPTS: u64 = 3;
+/// First retry delay of a `files` job after a transient failure; doubles each time (5 s, 10 s).
+pub const FILE_BACKOFF_MS: u64 = 5000;
+/// Completed `files` jobs kept in Redis (the newest; older ones are removed as jobs complete).
+/// The row in Postgres is the record; Redis keeps enough for dashboards and `queuectl`.
+pub const COMPLETED_FILE_JOBS_KEPT: i64 = 1000;
+/// Failed `files` jobs kept in Redis, for diagnosis (the reason is in the row too).
+pub const FAILED_FILE_JOBS_KEPT: i64 = 5000;
 /// Attempts of a `webhooks` job, with exponential backoff from [`WEBHOOK_BACKOFF_MS`].
 pub const WEBHOOK_ATTEMPTS: u64 = 8;
 /// First retry delay of a callback delivery; doubles each time (1 s, 2 s, 4 s, ...).
@@ -41,6 +49,18 @@ impl FileJob {
     pub fn job_id(&self) -> String {
         self.file_id.to_string()
     }
+}
+
+/// The options of a `files` job, the same for whoever enqueues it (api-svc at upload, the
+/// reconciler later): the file id as the Bull job id, so a second enqueue of a file whose job
+/// exists changes nothing; [`FILE_ATTEMPTS`] with exponential backoff; bounded history.
+pub fn file_job_options(job: &FileJob) -> JobOptions {
+    JobOptions::default()
+        .job_id(job.job_id())
+        .attempts(FILE_ATTEMPTS)
+        .backoff(Backoff::exponential(FILE_BACKOFF_MS))
+        .remove_on_complete(KeepJobs::Count(COMPLETED_FILE_JOBS_KEPT))
+        .remove_on_fail(KeepJobs::Count(FAILED_FILE_JOBS_KEPT))
 }
 
 /// A callback to deliver: POST `payload` to `url`, signed. The Bull job id is `webhook_id`, which
@@ -89,6 +109,9 @@ mod tests {
         let extra = serde_json::json!({"v": 1, "file_id": id, "path": "/etc/passwd"});
         assert!(serde_json::from_value::<FileJob>(extra).is_err());
         assert!(check_version(2).unwrap_err().contains("version 2"));
+        let opts = file_job_options(&FileJob::new(id));
+        assert_eq!(opts.job_id.as_deref(), Some("00000000-0000-0000-0000-000000000000"));
+        assert_eq!(opts.attempts, Some(FILE_ATTEMPTS));
         assert_eq!(
             WebhookJob::new(id, "done", "https://x", serde_json::json!({})).webhook_id,
             format!("msg_{id}_done")

@@ -1,0 +1,31 @@
+//! The HTTP routes, one file per resource, and the table that mounts them.
+
+pub(crate) mod content;
+pub(crate) mod files;
+pub(crate) mod health;
+
+use actix_web::web;
+
+use crate::error::ApiError;
+
+/// Mounts every route. A known path with another method answers 405, an unknown path 404,
+/// both as JSON.
+pub(crate) fn mount(config: &mut web::ServiceConfig) {
+    config
+        .service(resource("/v1/files").route(web::post().to(files::upload)).route(web::get().to(files::list)))
+        .service(resource("/v1/files/{id}").route(web::get().to(files::get)).route(web::delete().to(files::delete)))
+        .service(resource("/v1/files/{id}/content").route(web::get().to(content::content)))
+        .service(resource("/v1/files/{id}/artifacts/{name}").route(web::get().to(content::artifact)))
+        .service(resource("/livez").route(web::get().to(health::livez)))
+        .service(resource("/readyz").route(web::get().to(health::readyz)));
+}
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path)
+        .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed) }))
+}
+
+/// A file id from the path; anything that is not a UUID names no file.
+pub(crate) fn file_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound("file"))
+}
