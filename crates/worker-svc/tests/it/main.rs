@@ -1,0 +1,1 @@
+//! worker-svc integration tests.
