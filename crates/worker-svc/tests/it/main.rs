@@ -1,1 +1,9 @@
-//! worker-svc integration tests.
+//! Integration tests of worker-svc against real Redis, Postgres and ffmpeg (one binary, modules
+//! by topic).
+
+mod callbacks;
+mod connections;
+mod processing;
+mod receiver;
+mod reconciler;
+mod support;
