@@ -3,7 +3,9 @@
 
 mod callbacks;
 mod connections;
+mod interruptions;
 mod processing;
 mod receiver;
 mod reconciler;
+mod shutdown;
 mod support;

@@ -89,12 +89,7 @@ async fn a_video_an_image_a_sound_and_a_text_reach_done_with_metadata_and_artifa
 
     // One execution each: nothing ran twice.
     for id in [video, image, sound, text] {
-        let executions: i64 = sqlx::query_scalar("SELECT count(*) FROM executions WHERE file_id = $1")
-            .bind(id)
-            .fetch_one(app.db.pool())
-            .await
-            .unwrap();
-        assert_eq!(executions, 1, "file {id}");
+        assert_eq!(app.executions(id).await.len(), 1, "file {id}");
     }
     let (status, metrics) = app.get("/metrics").await;
     assert_eq!(status, 200);

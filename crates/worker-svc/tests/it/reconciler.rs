@@ -44,12 +44,7 @@ async fn files_and_callbacks_redis_lost_are_processed_without_a_restart() {
     for id in [waiting, never_enqueued] {
         let row = app.finished(id, LIMIT).await;
         assert_eq!(row.status, "done", "{row:?}");
-        let executions: i64 = sqlx::query_scalar("SELECT count(*) FROM executions WHERE file_id = $1")
-            .bind(id)
-            .fetch_one(app.db.pool())
-            .await
-            .unwrap();
-        assert_eq!(executions, 1, "processed once");
+        assert_eq!(app.executions(id).await.len(), 1, "processed once");
     }
     let row = eventually(LIMIT, "the lost callback to be delivered", async || {
         let row = app.db.get_file(finished).await.unwrap().unwrap();

@@ -81,40 +81,22 @@ impl Place {
     }
 }
 
-/// worker-svc running in this process, plus what a test needs to feed and inspect it.
-pub(crate) struct TestApp {
+/// What a test uses to feed and inspect a service at a place, as api-svc would: Postgres,
+/// storage, and Redis connections of its own (outside the service's budget).
+pub(crate) struct Fixture {
     pub(crate) place: Place,
     pub(crate) db: Database,
     pub(crate) storage: Storage,
-    /// The test's own connections (producer and event listener), outside the service's budget.
     pub(crate) connections: Connections,
     pub(crate) files: Queue,
     pub(crate) webhooks: Queue,
-    pub(crate) metrics_addr: SocketAddr,
-    pub(crate) service_connections: Connections,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<WorkerStats>>,
 }
 
-impl TestApp {
-    /// Starts worker-svc on a fresh place with `extra` variables.
-    pub(crate) async fn spawn(extra: &[(&str, &str)]) -> TestApp {
-        Self::spawn_at(Place::new(None).await, extra).await
-    }
-
-    /// Starts worker-svc at `place`.
-    pub(crate) async fn spawn_at(place: Place, extra: &[(&str, &str)]) -> TestApp {
-        let pairs = place.env(extra);
-        let env = Env::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let config = Config::from_env(&env).expect("test configuration");
-        let app = App::build(config).await.expect("worker-svc starts");
-        let metrics_addr = app.metrics_addr();
-        let service_connections = app.connections().clone();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        }));
+impl Fixture {
+    /// Connects to `place` and applies the migrations.
+    pub(crate) async fn new(place: Place) -> Fixture {
         let db = Database::connect_lazy(&place.database_url, 3, Duration::from_secs(5)).unwrap();
+        db.migrate().await.unwrap();
         let storage = Storage::local(place.storage_dir.path()).unwrap();
         let mut redis = RedisConfig::new(RedisUrl::parse(&place.redis_url).unwrap());
         redis.prefix = place.prefix.clone();
@@ -122,24 +104,7 @@ impl TestApp {
             Connections::builder(redis, "worker-svc-test").subscriber(true).heartbeat(None).build().unwrap();
         let files = Queue::new(&connections, FILES_QUEUE).unwrap();
         let webhooks = Queue::new(&connections, WEBHOOKS_QUEUE).unwrap();
-        TestApp {
-            place,
-            db,
-            storage,
-            connections,
-            files,
-            webhooks,
-            metrics_addr,
-            service_connections,
-            stop: Some(stop),
-            task: Some(task),
-        }
-    }
-
-    /// Stops the service as SIGTERM would and returns its final counters.
-    pub(crate) async fn stop(mut self) -> WorkerStats {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.expect("worker-svc's task")
+        Fixture { place, db, storage, connections, files, webhooks }
     }
 
     /// Stores `content` and its row, as api-svc does before it answers 202; no job yet.
@@ -169,7 +134,7 @@ impl TestApp {
         self.files.add(DEFAULT_JOB_NAME, FileJob::new(id), file_job_options(id)).await.unwrap();
     }
 
-    /// [`TestApp::store`] then [`TestApp::enqueue`]: an upload.
+    /// [`Fixture::store`] then [`Fixture::enqueue`]: an upload.
     pub(crate) async fn upload(&self, content: &[u8], filename: &str, callback_url: Option<&str>) -> Uuid {
         let id = self.store(content, filename, callback_url).await;
         self.enqueue(id).await;
@@ -193,10 +158,70 @@ impl TestApp {
         .await
     }
 
+    /// The executions ledger of file `id`: `(attempt, outcome)` in order.
+    pub(crate) async fn executions(&self, id: Uuid) -> Vec<(i32, Option<String>)> {
+        sqlx::query_as("SELECT attempt, outcome FROM executions WHERE file_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(self.db.pool())
+            .await
+            .unwrap()
+    }
+
     /// The bytes of an artifact of file `id`.
     pub(crate) async fn artifact(&self, id: Uuid, name: &str) -> Vec<u8> {
         let path = self.place.storage_dir.path().join("files").join(id.to_string()).join("artifacts").join(name);
         tokio::fs::read(&path).await.unwrap_or_else(|e| panic!("artifact {name} of {id}: {e}"))
+    }
+}
+
+/// worker-svc running in this process, with its [`Fixture`] (what it derefs to).
+pub(crate) struct TestApp {
+    fixture: Fixture,
+    pub(crate) metrics_addr: SocketAddr,
+    /// The service's own connections, for their statistics.
+    pub(crate) service_connections: Connections,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<WorkerStats>>,
+}
+
+impl std::ops::Deref for TestApp {
+    type Target = Fixture;
+
+    fn deref(&self) -> &Fixture {
+        &self.fixture
+    }
+}
+
+impl TestApp {
+    /// Starts worker-svc on a fresh place with `extra` variables.
+    pub(crate) async fn spawn(extra: &[(&str, &str)]) -> TestApp {
+        Self::spawn_at(Place::new(None).await, extra).await
+    }
+
+    /// Starts worker-svc at `place`.
+    pub(crate) async fn spawn_at(place: Place, extra: &[(&str, &str)]) -> TestApp {
+        Self::spawn_with(Fixture::new(place).await, extra).await
+    }
+
+    /// Starts worker-svc at the fixture's place.
+    pub(crate) async fn spawn_with(fixture: Fixture, extra: &[(&str, &str)]) -> TestApp {
+        let pairs = fixture.place.env(extra);
+        let env = Env::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let config = Config::from_env(&env).expect("test configuration");
+        let app = App::build(config).await.expect("worker-svc starts");
+        let metrics_addr = app.metrics_addr();
+        let service_connections = app.connections().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        TestApp { fixture, metrics_addr, service_connections, stop: Some(stop), task: Some(task) }
+    }
+
+    /// Stops the service as SIGTERM would and returns its final counters.
+    pub(crate) async fn stop(mut self) -> WorkerStats {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.expect("worker-svc's task")
     }
 
     /// GET `path` on the metrics listener.
@@ -269,8 +294,7 @@ impl Media {
     }
 }
 
-/// ffprobe's view of `bytes` (a derivative): `(duration, width, height)` of its first video
-/// stream, or of the file.
+/// ffprobe's JSON view (format and streams) of `bytes`, a derivative.
 pub(crate) fn probe(bytes: &[u8], dir: &Path) -> serde_json::Value {
     let path = dir.join(format!("probe-{}", Uuid::new_v4()));
     std::fs::write(&path, bytes).unwrap();
