@@ -17,50 +17,17 @@ pub const VERSION: u32 = 1;
 
 /// Attempts of a `files` job (a crash or a transient error retries; bad media does not).
 pub const FILE_ATTEMPTS: u64 = 3;
+/// First retry delay of a `files` job after a transient failure; doubles each time (5 s, 10 s).
+pub const FILE_BACKOFF_MS: u64 = 5000;
+/// Completed `files` jobs kept in Redis (the newest; older ones are removed as jobs complete).
+/// The row in Postgres is the record; Redis keeps enough for dashboards and `queuectl`.
+pub const COMPLETED_FILE_JOBS_KEPT: i64 = 1000;
+/// Failed `files` jobs kept in Redis, for diagnosis (the reason is in the row too).
+pub const FAILED_FILE_JOBS_KEPT: i64 = 5000;
 /// Attempts of a `webhooks` job, with exponential backoff from [`WEBHOOK_BACKOFF_MS`].
 pub const WEBHOOK_ATTEMPTS: u64 = 8;
-/// First retry delay of a callback delivery; Bull's exponential backoff waits `(2^n - 1) ×` this
-/// after the n-th failure (1 s, 3 s, 7 s, ...: about 4 minutes over all attempts).
+/// First retry delay of a callback delivery; doubles each time (1 s, 2 s, 4 s, ...).
 pub const WEBHOOK_BACKOFF_MS: u64 = 1000;
-
-/// First retry delay of a `files` job; Bull's exponential backoff waits `(2^n - 1) ×` this after
-/// the n-th failure (5 s, then 15 s).
-pub const FILE_BACKOFF_MS: u64 = 5000;
-/// How long finished jobs stay in Redis (Bull's `removeOnComplete`/`removeOnFail` age, seconds),
-/// for dashboards and `queuectl`; Postgres is the record that lasts.
-pub const KEEP_FINISHED_SECS: u64 = 7 * 24 * 3600;
-/// At most this many finished jobs of each kind stay in Redis per queue.
-pub const KEEP_FINISHED_COUNT: i64 = 10_000;
-
-/// What to keep of finished jobs: bounded by age and count, so Redis memory does not grow with
-/// every upload ever made.
-fn keep_finished() -> KeepJobs {
-    KeepJobs::Policy { age: Some(KEEP_FINISHED_SECS), count: Some(KEEP_FINISHED_COUNT) }
-}
-
-/// The options of file `file_id`'s job, the same wherever it is enqueued (api-svc at upload,
-/// worker-svc's reconciler): the file id as the Bull job id (a second add changes nothing),
-/// [`FILE_ATTEMPTS`] attempts with exponential backoff from [`FILE_BACKOFF_MS`].
-pub fn file_job_options(file_id: Uuid) -> JobOptions {
-    JobOptions::default()
-        .job_id(file_id.to_string())
-        .attempts(FILE_ATTEMPTS)
-        .backoff(Backoff::exponential(FILE_BACKOFF_MS))
-        .remove_on_complete(keep_finished())
-        .remove_on_fail(keep_finished())
-}
-
-/// The options of a callback's job: `webhook_id` as the Bull job id (enqueuing the same callback
-/// twice delivers it once), [`WEBHOOK_ATTEMPTS`] attempts with exponential backoff from
-/// [`WEBHOOK_BACKOFF_MS`].
-pub fn webhook_job_options(webhook_id: &str) -> JobOptions {
-    JobOptions::default()
-        .job_id(webhook_id)
-        .attempts(WEBHOOK_ATTEMPTS)
-        .backoff(Backoff::exponential(WEBHOOK_BACKOFF_MS))
-        .remove_on_complete(keep_finished())
-        .remove_on_fail(keep_finished())
-}
 
 /// A file to process. The Bull job id is the file id, so enqueuing twice is harmless.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +49,18 @@ impl FileJob {
     pub fn job_id(&self) -> String {
         self.file_id.to_string()
     }
+}
+
+/// The options of a `files` job, the same for whoever enqueues it (api-svc at upload, the
+/// reconciler later): the file id as the Bull job id, so a second enqueue of a file whose job
+/// exists changes nothing; [`FILE_ATTEMPTS`] with exponential backoff; bounded history.
+pub fn file_job_options(job: &FileJob) -> JobOptions {
+    JobOptions::default()
+        .job_id(job.job_id())
+        .attempts(FILE_ATTEMPTS)
+        .backoff(Backoff::exponential(FILE_BACKOFF_MS))
+        .remove_on_complete(KeepJobs::Count(COMPLETED_FILE_JOBS_KEPT))
+        .remove_on_fail(KeepJobs::Count(FAILED_FILE_JOBS_KEPT))
 }
 
 /// A callback to deliver: POST `payload` to `url`, signed. The Bull job id is `webhook_id`, which
@@ -109,6 +88,25 @@ impl WebhookJob {
     }
 }
 
+/// Completed `webhooks` jobs kept in Redis (the newest); `deliveries` in Postgres is the record.
+pub const COMPLETED_WEBHOOK_JOBS_KEPT: i64 = 1000;
+/// Failed `webhooks` jobs kept in Redis, for diagnosis.
+pub const FAILED_WEBHOOK_JOBS_KEPT: i64 = 5000;
+
+/// The options of a callback's job, the same for whoever enqueues it (worker-svc when a file
+/// ends, its reconciler later): the webhook id as the Bull job id, so the same callback enqueued
+/// twice is delivered once; [`WEBHOOK_ATTEMPTS`] with exponential backoff from
+/// [`WEBHOOK_BACKOFF_MS`] (Bull waits `(2^n - 1) ×` it after the n-th failure: 1 s, 3 s, 7 s, ...,
+/// about 4 minutes over all attempts); bounded history.
+pub fn webhook_job_options(job: &WebhookJob) -> JobOptions {
+    JobOptions::default()
+        .job_id(job.webhook_id.clone())
+        .attempts(WEBHOOK_ATTEMPTS)
+        .backoff(Backoff::exponential(WEBHOOK_BACKOFF_MS))
+        .remove_on_complete(KeepJobs::Count(COMPLETED_WEBHOOK_JOBS_KEPT))
+        .remove_on_fail(KeepJobs::Count(FAILED_WEBHOOK_JOBS_KEPT))
+}
+
 /// Refuses a payload of a contract version this build does not know.
 pub fn check_version(v: u32) -> Result<(), String> {
     if v == VERSION {
@@ -130,6 +128,9 @@ mod tests {
         let extra = serde_json::json!({"v": 1, "file_id": id, "path": "/etc/passwd"});
         assert!(serde_json::from_value::<FileJob>(extra).is_err());
         assert!(check_version(2).unwrap_err().contains("version 2"));
+        let opts = file_job_options(&FileJob::new(id));
+        assert_eq!(opts.job_id.as_deref(), Some("00000000-0000-0000-0000-000000000000"));
+        assert_eq!(opts.attempts, Some(FILE_ATTEMPTS));
         assert_eq!(
             WebhookJob::new(id, "done", "https://x", serde_json::json!({})).webhook_id,
             format!("msg_{id}_done")
@@ -137,14 +138,11 @@ mod tests {
     }
 
     #[test]
-    fn both_services_enqueue_with_the_same_options() {
-        let id = Uuid::new_v4();
-        let file = file_job_options(id);
-        assert_eq!(file.job_id.as_deref(), Some(id.to_string().as_str()));
-        assert_eq!((file.attempts, file.backoff.as_ref().map(|b| b.kind.as_str())), (Some(3), Some("exponential")));
-        let webhook = webhook_job_options(&WebhookJob::new(id, "done", "https://x", serde_json::json!({})).webhook_id);
-        assert_eq!(webhook.job_id, Some(format!("msg_{id}_done")));
-        assert_eq!(webhook.attempts, Some(WEBHOOK_ATTEMPTS));
-        assert_eq!(webhook.backoff.and_then(|b| b.delay), Some(WEBHOOK_BACKOFF_MS));
+    fn a_callback_is_enqueued_under_its_webhook_id() {
+        let job = WebhookJob::new(Uuid::nil(), "failed", "https://x", serde_json::json!({}));
+        let opts = webhook_job_options(&job);
+        assert_eq!(opts.job_id.as_deref(), Some("msg_00000000-0000-0000-0000-000000000000_failed"));
+        assert_eq!(opts.attempts, Some(WEBHOOK_ATTEMPTS));
+        assert_eq!(opts.backoff.and_then(|b| b.delay), Some(WEBHOOK_BACKOFF_MS));
     }
 }

@@ -46,6 +46,6 @@ pub(crate) async fn enqueue(webhooks: &Queue, row: &FileRecord) -> queue_core::R
         return Ok(None);
     }
     let Some(job) = job_for(row) else { return Ok(None) };
-    let options = webhook_job_options(&job.webhook_id);
+    let options = webhook_job_options(&job);
     webhooks.add(DEFAULT_JOB_NAME, &job, options).await.map(Some)
 }

@@ -84,7 +84,8 @@ async fn repair(ctx: &Context, min_age: Duration) -> anyhow::Result<Report> {
                     .await?
                     .is_some_and(|row| matches!(row.status.as_str(), "queued" | "processing"));
                 if still {
-                    ctx.files.add(DEFAULT_JOB_NAME, FileJob::new(id), file_job_options(id)).await?;
+                    let job = FileJob::new(id);
+                    ctx.files.add(DEFAULT_JOB_NAME, &job, file_job_options(&job)).await?;
                     tracing::info!(file = %id, "re-enqueued a file whose job was missing from Redis");
                     report.requeued += 1;
                 }

@@ -68,7 +68,7 @@ async fn a_job_that_failed_without_its_row_is_recorded_as_failed() {
     let app = TestApp::spawn(&[("WORKER_RECONCILE_INTERVAL_MS", "300"), ("WORKER_RECONCILE_MIN_AGE_MS", "1")]).await;
     // A producer of another contract version: the worker refuses the job before touching the row.
     let id = app.store(b"from the future\n", "f.txt", None).await;
-    let options = platform::jobs::file_job_options(id);
+    let options = platform::jobs::file_job_options(&platform::jobs::FileJob::new(id));
     app.files.add("__default__", json!({"v": 99, "file_id": id}), options).await.unwrap();
     let row = app.finished(id, LIMIT).await;
     assert_eq!(row.status, "failed");

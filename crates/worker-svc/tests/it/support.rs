@@ -131,7 +131,8 @@ impl Fixture {
 
     /// Enqueues file `id`'s job as api-svc does.
     pub(crate) async fn enqueue(&self, id: Uuid) {
-        self.files.add(DEFAULT_JOB_NAME, FileJob::new(id), file_job_options(id)).await.unwrap();
+        let job = FileJob::new(id);
+        self.files.add(DEFAULT_JOB_NAME, &job, file_job_options(&job)).await.unwrap();
     }
 
     /// [`Fixture::store`] then [`Fixture::enqueue`]: an upload.
