@@ -27,7 +27,9 @@
 //! | `CALLBACK_ALLOWED_HOSTS` | empty |
 //! | `METRICS_ADDR` | `127.0.0.1:9464` |
 //!
-//! README's configuration table says what each one means.
+//! api-svc's `API_TOKENS`, `API_TOKENS_FILE` and `MAX_UPLOAD_BYTES` are tolerated (and ignored)
+//! so that one environment file can serve the whole stack. README's configuration table says
+//! what each variable means.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -91,6 +93,10 @@ pub const KNOWN_VARS: &[&str] = &[
     "WEBHOOK_TIMEOUT_MS",
     "CALLBACK_ALLOWED_HOSTS",
     "METRICS_ADDR",
+    // api-svc's, tolerated so that one environment file can serve the whole stack.
+    "API_TOKENS",
+    "API_TOKENS_FILE",
+    "MAX_UPLOAD_BYTES",
 ];
 
 /// How media are processed.
@@ -240,6 +246,8 @@ mod tests {
             assert_eq!(err.var, var, "{err}");
             assert!(!err.to_string().contains("hunter2"), "{err}");
         }
+        let shared = env(&[("API_TOKENS", "dev"), ("MAX_UPLOAD_BYTES", "10"), ("LISTEN_ADDR", "0.0.0.0:8080")]);
+        assert!(Config::from_env(&shared).is_ok(), "api-svc's variables in a shared environment");
         let missing = Config::from_env(&Env::from_pairs([("STORAGE_DIR", "/tmp/x")])).unwrap_err();
         assert_eq!(missing.var, "DATABASE_URL");
     }
