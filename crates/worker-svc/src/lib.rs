@@ -13,7 +13,7 @@
 //! served on `METRICS_ADDR`. `main.rs` only reads the configuration and calls [`run`]; tests
 //! call [`App::build`] in-process.
 //!
-//! Layers, each importing only from those above it in this list: `config`, `signature`,
+//! Layers, each importing only from those before it in this list: `signature`, `config`,
 //! `detect`, `scratch`, `interrupt`, `media` (pure pieces); `ffmpeg` (running the tools);
 //! `metrics`, `drain`, `context` (shared state); `callback`; `files`, `webhooks` (the
 //! handlers); `reconciler`; `app` (wiring and shutdown).

@@ -96,24 +96,27 @@ struct ConnectionStats(Connections);
 type RoleSeries = (&'static str, &'static str, MetricType, fn(&RoleStats) -> u64);
 
 const ROLE_SERIES: &[RoleSeries] = &[
-    ("worker_redis_connections_planned", "Redis connections the plan allows, by role", MetricType::Gauge, |s| {
+    ("worker_redis_connections_planned", "Redis connections the plan allows, by role.", MetricType::Gauge, |s| {
         s.planned as u64
     }),
-    ("worker_redis_connections_open", "Redis connections open now, by role", MetricType::Gauge, |s| s.open as u64),
+    ("worker_redis_connections_open", "Redis connections open now, by role.", MetricType::Gauge, |s| s.open as u64),
     (
         "worker_redis_connections_in_use",
-        "Redis connections (or command calls) in use now, by role",
+        "Redis connections (or command calls) in use now, by role.",
         MetricType::Gauge,
         |s| s.in_use as u64,
     ),
-    ("worker_redis_connection_waits", "Times a caller waited for a connection, by role", MetricType::Counter, |s| {
+    ("worker_redis_connection_waits", "Times a caller waited for a connection, by role.", MetricType::Counter, |s| {
         s.waits
     }),
-    ("worker_redis_timeouts", "Redis calls that timed out, by role", MetricType::Counter, |s| s.timeouts),
-    ("worker_redis_reconnects", "Connections opened beyond the plan (reconnects), by role", MetricType::Counter, |s| {
-        s.reconnects
-    }),
-    ("worker_redis_connect_failures", "Failed connection attempts, by role", MetricType::Counter, |s| {
+    ("worker_redis_timeouts", "Redis calls that timed out, by role.", MetricType::Counter, |s| s.timeouts),
+    (
+        "worker_redis_reconnects",
+        "Connections opened beyond the plan (reconnects), by role.",
+        MetricType::Counter,
+        |s| s.reconnects,
+    ),
+    ("worker_redis_connect_failures", "Failed connection attempts, by role.", MetricType::Counter, |s| {
         s.connect_failures
     }),
 ];
@@ -124,7 +127,7 @@ impl Collector for ConnectionStats {
         let budget = prometheus_client::metrics::gauge::ConstGauge::new(stats.budget as i64);
         budget.encode(encoder.encode_descriptor(
             "worker_redis_connection_budget",
-            "The process's Redis connection budget (REDIS_MAX_CONNECTIONS, else its plan)",
+            "The process's Redis connection budget (REDIS_MAX_CONNECTIONS, else its plan).",
             None,
             budget.metric_type(),
         )?)?;
