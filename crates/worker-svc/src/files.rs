@@ -23,6 +23,7 @@ use platform::storage::{Storage, StorageError};
 use queue_core::{ActiveJob, Outcome};
 use serde_json::{Value, json};
 use tokio::time::Instant;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::callback;
@@ -91,8 +92,14 @@ enum End {
     Interrupted,
 }
 
-/// The handler: runs one attempt and turns it into an [`Outcome`].
+/// The handler: runs one attempt and turns it into an [`Outcome`], in a span naming the job
+/// (the handler runtime does not inherit the worker's).
 pub(crate) async fn handle(ctx: Arc<Context>, job: ActiveJob, data: FileJob) -> Outcome {
+    let span = tracing::info_span!("job", queue = QUEUE, id = %job.id(), attempt = job.attempt(), file = %data.file_id);
+    handle_attempt(ctx, job, data).instrument(span).await
+}
+
+async fn handle_attempt(ctx: Arc<Context>, job: ActiveJob, data: FileJob) -> Outcome {
     let running = ctx.drain.enter();
     let _gauge = ctx.metrics.running(QUEUE);
     let started = Instant::now();
@@ -110,10 +117,18 @@ pub(crate) async fn handle(ctx: Arc<Context>, job: ActiveJob, data: FileJob) -> 
         End::LockLost => ("lock_lost", Outcome::Retry(Interrupt::LockLost.to_string())),
         End::Interrupted => {
             ctx.metrics.finished(QUEUE, "interrupted", started.elapsed());
-            tracing::info!(file = %data.file_id, "shutdown interrupted the job; it is left to be retried");
+            tracing::info!("shutdown interrupted the job; it is left to be retried");
             return running.park().await;
         }
     };
+    let took_ms = started.elapsed().as_millis() as u64;
+    match &outcome {
+        Outcome::Completed(_) => tracing::info!(outcome = label, took_ms, "file processed"),
+        Outcome::Unrecoverable(reason) => tracing::warn!(took_ms, reason, "file failed for good"),
+        Outcome::Retry(reason) | Outcome::RetryAfter(_, reason) => {
+            tracing::warn!(outcome = label, took_ms, reason, "attempt failed; retried while attempts are left")
+        }
+    }
     ctx.metrics.finished(QUEUE, label, started.elapsed());
     outcome
 }

@@ -22,6 +22,7 @@ use platform::records::Delivery;
 use queue_core::{ActiveJob, Outcome};
 use serde_json::json;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::context::Context;
 use crate::signature::WebhookSecret;
@@ -31,14 +32,22 @@ const QUEUE: &str = "webhooks";
 /// Longest wait for the receiver's TCP (and TLS) handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The handler.
+/// The handler, in a span naming the job (the handler runtime does not inherit the worker's).
 pub(crate) async fn handle(ctx: Arc<Context>, job: ActiveJob, data: WebhookJob) -> Outcome {
-    let _running = ctx.drain.enter();
-    let _gauge = ctx.metrics.running(QUEUE);
-    let started = Instant::now();
-    let (label, outcome) = attempt(&ctx, &job, &data).await;
-    ctx.metrics.finished(QUEUE, label, started.elapsed());
-    outcome
+    let span = tracing::info_span!("job", queue = QUEUE, id = %job.id(), attempt = job.attempt(), file = %data.file_id);
+    async move {
+        let _running = ctx.drain.enter();
+        let _gauge = ctx.metrics.running(QUEUE);
+        let started = Instant::now();
+        let (label, outcome) = attempt(&ctx, &job, &data).await;
+        ctx.metrics.finished(QUEUE, label, started.elapsed());
+        if let Outcome::Retry(reason) | Outcome::Unrecoverable(reason) = &outcome {
+            tracing::info!(outcome = label, reason, "callback not delivered");
+        }
+        outcome
+    }
+    .instrument(span)
+    .await
 }
 
 async fn attempt(ctx: &Context, job: &ActiveJob, data: &WebhookJob) -> (&'static str, Outcome) {
