@@ -21,6 +21,7 @@
 //! | `WORKER_RECONCILE_MIN_AGE_MS` | 10000 |
 //! | `WORKER_LOCK_DURATION_MS` | 30000 |
 //! | `WORKER_STALLED_INTERVAL_MS` | 30000 |
+//! | `WORKER_MAX_STALLED_COUNT` | 1 |
 //! | `WORKER_DRAIN_DELAY_MS` | 5000 |
 //! | `WEBHOOK_SECRET` | unset: callbacks fail, unsigned ones are never sent |
 //! | `WEBHOOK_TIMEOUT_MS` | 10000 |
@@ -39,7 +40,9 @@ use platform::callback::CallbackPolicy;
 use platform::env::{ConfigError, Env};
 use platform::records::Database;
 use platform::storage::Storage;
-use queue_core::{DEFAULT_DRAIN_DELAY, DEFAULT_LOCK_DURATION, DEFAULT_STALLED_INTERVAL, WorkerSettings};
+use queue_core::{
+    DEFAULT_DRAIN_DELAY, DEFAULT_LOCK_DURATION, DEFAULT_MAX_STALLED_COUNT, DEFAULT_STALLED_INTERVAL, WorkerSettings,
+};
 
 use crate::signature::WebhookSecret;
 
@@ -88,6 +91,7 @@ pub const KNOWN_VARS: &[&str] = &[
     "WORKER_RECONCILE_MIN_AGE_MS",
     "WORKER_LOCK_DURATION_MS",
     "WORKER_STALLED_INTERVAL_MS",
+    "WORKER_MAX_STALLED_COUNT",
     "WORKER_DRAIN_DELAY_MS",
     "WEBHOOK_SECRET",
     "WEBHOOK_TIMEOUT_MS",
@@ -179,6 +183,7 @@ impl Config {
         let worker = WorkerSettings::default()
             .lock_duration(lock_duration)
             .stalled_interval(env.millis_or("WORKER_STALLED_INTERVAL_MS", DEFAULT_STALLED_INTERVAL)?)
+            .max_stalled_count(env.parse_or("WORKER_MAX_STALLED_COUNT", DEFAULT_MAX_STALLED_COUNT)?)
             .drain_delay(env.millis_or("WORKER_DRAIN_DELAY_MS", DEFAULT_DRAIN_DELAY)?);
         let scratch_dir =
             env.get("WORKER_SCRATCH_DIR").map_or_else(|| std::env::temp_dir().join("worker-svc"), PathBuf::from);
