@@ -101,7 +101,7 @@ pub(crate) async fn handle(ctx: Arc<Context>, job: ActiveJob, data: FileJob) -> 
 
 async fn handle_attempt(ctx: Arc<Context>, job: ActiveJob, data: FileJob) -> Outcome {
     let running = ctx.drain.enter();
-    let _gauge = ctx.metrics.running(QUEUE);
+    let gauge = ctx.metrics.running(QUEUE);
     let started = Instant::now();
     let end = attempt(&ctx, &job, &data).await;
     let (label, outcome) = match end {
@@ -118,6 +118,7 @@ async fn handle_attempt(ctx: Arc<Context>, job: ActiveJob, data: FileJob) -> Out
         End::Interrupted => {
             ctx.metrics.finished(QUEUE, "interrupted", started.elapsed());
             tracing::info!("shutdown interrupted the job; it is left to be retried");
+            drop(gauge);
             return running.park().await;
         }
     };
@@ -130,6 +131,7 @@ async fn handle_attempt(ctx: Arc<Context>, job: ActiveJob, data: FileJob) -> Out
         }
     }
     ctx.metrics.finished(QUEUE, label, started.elapsed());
+    drop(gauge);
     outcome
 }
 
