@@ -88,6 +88,25 @@ impl WebhookJob {
     }
 }
 
+/// Completed `webhooks` jobs kept in Redis (the newest); `deliveries` in Postgres is the record.
+pub const COMPLETED_WEBHOOK_JOBS_KEPT: i64 = 1000;
+/// Failed `webhooks` jobs kept in Redis, for diagnosis.
+pub const FAILED_WEBHOOK_JOBS_KEPT: i64 = 5000;
+
+/// The options of a callback's job, the same for whoever enqueues it (worker-svc when a file
+/// ends, its reconciler later): the webhook id as the Bull job id, so the same callback enqueued
+/// twice is delivered once; [`WEBHOOK_ATTEMPTS`] with exponential backoff from
+/// [`WEBHOOK_BACKOFF_MS`] (Bull waits `(2^n - 1) ×` it after the n-th failure: 1 s, 3 s, 7 s, ...,
+/// about 4 minutes over all attempts); bounded history.
+pub fn webhook_job_options(job: &WebhookJob) -> JobOptions {
+    JobOptions::default()
+        .job_id(job.webhook_id.clone())
+        .attempts(WEBHOOK_ATTEMPTS)
+        .backoff(Backoff::exponential(WEBHOOK_BACKOFF_MS))
+        .remove_on_complete(KeepJobs::Count(COMPLETED_WEBHOOK_JOBS_KEPT))
+        .remove_on_fail(KeepJobs::Count(FAILED_WEBHOOK_JOBS_KEPT))
+}
+
 /// Refuses a payload of a contract version this build does not know.
 pub fn check_version(v: u32) -> Result<(), String> {
     if v == VERSION {
@@ -116,5 +135,14 @@ mod tests {
             WebhookJob::new(id, "done", "https://x", serde_json::json!({})).webhook_id,
             format!("msg_{id}_done")
         );
+    }
+
+    #[test]
+    fn a_callback_is_enqueued_under_its_webhook_id() {
+        let job = WebhookJob::new(Uuid::nil(), "failed", "https://x", serde_json::json!({}));
+        let opts = webhook_job_options(&job);
+        assert_eq!(opts.job_id.as_deref(), Some("msg_00000000-0000-0000-0000-000000000000_failed"));
+        assert_eq!(opts.attempts, Some(WEBHOOK_ATTEMPTS));
+        assert_eq!(opts.backoff.and_then(|b| b.delay), Some(WEBHOOK_BACKOFF_MS));
     }
 }

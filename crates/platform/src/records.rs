@@ -382,6 +382,17 @@ impl Database {
         rows.iter().map(|r| r.try_get("id")).collect()
     }
 
+    /// Finished files whose callback is still `pending` and that finished more than `min_age`
+    /// ago, oldest first: the reconciler checks that their `webhooks` job still exists in Redis.
+    pub async fn pending_callbacks(&self, min_age: Duration, limit: i64) -> sqlx::Result<Vec<FileRecord>> {
+        let sql = format!(
+            "SELECT {FILE_COLUMNS} FROM files WHERE status IN ('done', 'failed') AND delivery_state = 'pending' \
+             AND callback_url IS NOT NULL AND finished_at < now() - make_interval(secs => $1) \
+             ORDER BY finished_at LIMIT $2"
+        );
+        sqlx::query_as(AssertSqlSafe(sql)).bind(min_age.as_secs_f64()).bind(limit).fetch_all(&self.pool).await
+    }
+
     /// Records one callback delivery attempt.
     pub async fn record_delivery(&self, d: &Delivery) -> sqlx::Result<()> {
         sqlx::query(

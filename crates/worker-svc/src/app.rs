@@ -1,0 +1,170 @@
+//! The running service: its wiring at start-up and its shutdown.
+//!
+//! Start-up: ffmpeg, ffprobe and `nice` are found; the Redis connections are built (command +
+//! subscriber in zero-blocking mode, plus one blocking connection per queue in blocking mode);
+//! the migrations are applied; `/livez` and `/metrics` are served; the worker starts on `files`
+//! and `webhooks`; the reconciler runs a first pass and then periodically.
+//!
+//! Shutdown (SIGTERM, Ctrl-C, or the future given to [`App::run_until`]): the handlers are told
+//! (running ffmpeg groups are killed and those file jobs park, see `drain.rs`), the worker stops
+//! taking jobs, and the service waits until every handler has finished or parked, at most
+//! `WORKER_DRAIN_DEADLINE_MS`. Then the worker closes (jobs still in hand are left to stall
+//! recovery), the reconciler and the metrics server stop, and the connections close.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix_web::dev::ServerHandle;
+use anyhow::Context as _;
+use platform::jobs::{FILES_QUEUE, FileJob, WEBHOOKS_QUEUE, WebhookJob};
+use queue_core::{Connections, Queue, QueueSpec, Worker, WorkerStats, typed_handler};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::context::{Context, instance_name};
+use crate::drain::Drain;
+use crate::ffmpeg::Tools;
+use crate::metrics::{self, Metrics};
+use crate::scratch::ScratchRoot;
+use crate::{files, reconciler, webhooks};
+
+/// The service name: in connection names, heartbeats and logs.
+pub const SERVICE: &str = "worker-svc";
+
+/// worker-svc, started.
+pub struct App {
+    config: Config,
+    ctx: Arc<Context>,
+    connections: Connections,
+    worker: Worker,
+    metrics_addr: SocketAddr,
+    metrics_server: ServerHandle,
+    reconciler: JoinHandle<()>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("metrics_addr", &self.metrics_addr).field("worker", &self.worker).finish()
+    }
+}
+
+impl App {
+    /// Starts everything; see the module docs.
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        let tools = Tools::find(&config.media).await?;
+        if !tools.libx264 {
+            tracing::warn!("this ffmpeg has no libx264 encoder; previews use mpeg4");
+        }
+        let queues = if config.blocking { 2 } else { 0 };
+        let connections = platform::redis::connect(&config.env, SERVICE, |b| b.subscriber(true).blocking(queues))?;
+        config.database.migrate().await.context("applying the Postgres migrations (DATABASE_URL)")?;
+        let files_queue = Queue::new(&connections, FILES_QUEUE)?;
+        let webhooks_queue = Queue::new(&connections, WEBHOOKS_QUEUE)?;
+        let scratch = ScratchRoot::create(&config.scratch_dir).with_context(|| {
+            format!("creating the scratch directory (WORKER_SCRATCH_DIR={})", config.scratch_dir.display())
+        })?;
+        let metrics = Arc::new(Metrics::new(connections.clone()));
+        let (metrics_addr, metrics_server) = metrics::serve(config.metrics_addr, metrics.clone())
+            .with_context(|| format!("serving /metrics on METRICS_ADDR={}", config.metrics_addr))?;
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let ctx = Arc::new(Context {
+            db: config.database.clone(),
+            storage: config.storage.clone(),
+            files: files_queue.clone(),
+            webhooks: webhooks_queue.clone(),
+            tools,
+            scratch,
+            callbacks: config.callbacks.clone(),
+            secret: config.webhook_secret.clone(),
+            webhook_timeout: config.webhook_timeout,
+            job_timeout: config.job_timeout,
+            instance: instance_name(),
+            shutdown: shutdown_rx.clone(),
+            metrics,
+            drain: Arc::new(Drain::default()),
+        });
+        if ctx.secret.is_none() {
+            tracing::warn!("WEBHOOK_SECRET is not set: callbacks will fail without being sent");
+        }
+        let on_file = {
+            let ctx = ctx.clone();
+            typed_handler(move |job, data: FileJob| files::handle(ctx.clone(), job, data))
+        };
+        let on_webhook = {
+            let ctx = ctx.clone();
+            typed_handler(move |job, data: WebhookJob| webhooks::handle(ctx.clone(), job, data))
+        };
+        let specs = vec![
+            QueueSpec::new(files_queue, config.files_concurrency, on_file),
+            QueueSpec::new(webhooks_queue, config.webhook_concurrency, on_webhook),
+        ];
+        let worker = match Worker::start(&connections, config.worker.clone(), specs).await {
+            Ok(worker) => worker,
+            Err(e) => {
+                metrics_server.stop(false).await;
+                connections.close().await;
+                return Err(e.into());
+            }
+        };
+        let reconciler = tokio::spawn(reconciler::run(
+            ctx.clone(),
+            config.reconcile_interval,
+            config.reconcile_min_age,
+            shutdown_rx,
+        ));
+        tracing::info!(
+            %metrics_addr,
+            storage = ctx.storage.describe(),
+            instance = ctx.instance,
+            files_concurrency = config.files_concurrency,
+            webhook_concurrency = config.webhook_concurrency,
+            ffmpeg_threads = config.media.threads,
+            nice = config.media.nice,
+            "worker-svc started"
+        );
+        Ok(App { config, ctx, connections, worker, metrics_addr, metrics_server, reconciler, shutdown })
+    }
+
+    /// Where `/livez` and `/metrics` are served.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// The process's Redis connections (for their statistics).
+    pub fn connections(&self) -> &Connections {
+        &self.connections
+    }
+
+    /// Runs until `shutdown` resolves, then stops as the module docs say and returns the
+    /// worker's final counters.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> WorkerStats {
+        let App { config, ctx, connections, worker, metrics_server, reconciler, shutdown: stop, .. } = self;
+        shutdown.await;
+        tracing::info!(deadline_ms = config.drain_deadline.as_millis() as u64, "shutting down");
+        stop.send_replace(true);
+        let deadline = tokio::time::sleep(config.drain_deadline);
+        tokio::select! {
+            biased;
+            // Stops fetching first, then waits until no job is in hand.
+            () = worker.pause_local() => {}
+            // Or until what is left in hand is parked, waiting for its lock to expire.
+            () = ctx.drain.settled() => tracing::info!("interrupted jobs are left to be retried"),
+            () = deadline => tracing::warn!("the drain deadline passed with jobs still running"),
+        }
+        // Nothing left to wait for: jobs still in hand (parked) are abandoned to stall recovery.
+        let stats = worker.close(std::time::Duration::ZERO).await;
+        let _ = reconciler.await;
+        metrics_server.stop(true).await;
+        connections.close().await;
+        ctx.scratch.remove();
+        tracing::info!(?stats, "worker-svc stopped");
+        stats
+    }
+}
+
+/// Starts worker-svc with `config` and runs it until `shutdown` resolves.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<WorkerStats> {
+    Ok(App::build(config).await?.run_until(shutdown).await)
+}

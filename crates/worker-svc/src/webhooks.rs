@@ -1,0 +1,176 @@
+//! The `webhooks` handler: one attempt at delivering a file's callback.
+//!
+//! The URL is checked again against the callback policy at each attempt, and the connection
+//! goes only to the addresses that check resolved (`resolve_to_addrs`), so a name that
+//! re-resolves to a private address between the check and the connect (DNS rebinding) is not
+//! reached. Redirects are never followed, proxies from the environment are ignored, and each
+//! POST has a timeout. The body is signed per Standard Webhooks (`signature.rs`), with the same
+//! `webhook-id` on every retry.
+//!
+//! Every attempt is recorded in `deliveries` (status code, duration, error). A 2xx answer marks
+//! the callback `delivered`; anything else (3xx included: a redirect is not followed) is
+//! retried with exponential backoff, and the last attempt marks it `failed`. A URL the policy
+//! refuses, or a missing `WEBHOOK_SECRET`, fails at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use platform::callback::CheckedUrl;
+use platform::jobs::{WebhookJob, check_version};
+use platform::records::Delivery;
+use queue_core::{ActiveJob, Outcome};
+use serde_json::json;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::context::Context;
+use crate::signature::WebhookSecret;
+
+/// The queue label of this handler's metrics.
+const QUEUE: &str = "webhooks";
+/// Longest wait for the receiver's TCP (and TLS) handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The handler, in a span naming the job (the handler runtime does not inherit the worker's).
+pub(crate) async fn handle(ctx: Arc<Context>, job: ActiveJob, data: WebhookJob) -> Outcome {
+    let span = tracing::info_span!("job", queue = QUEUE, id = %job.id(), attempt = job.attempt(), file = %data.file_id);
+    async move {
+        let _running = ctx.drain.enter();
+        let _gauge = ctx.metrics.running(QUEUE);
+        let started = Instant::now();
+        let (label, outcome) = attempt(&ctx, &job, &data).await;
+        ctx.metrics.finished(QUEUE, label, started.elapsed());
+        if let Outcome::Retry(reason) | Outcome::Unrecoverable(reason) = &outcome {
+            tracing::info!(outcome = label, reason, "callback not delivered");
+        }
+        outcome
+    }
+    .instrument(span)
+    .await
+}
+
+async fn attempt(ctx: &Context, job: &ActiveJob, data: &WebhookJob) -> (&'static str, Outcome) {
+    if let Err(reason) = check_version(data.v) {
+        return ("failed", Outcome::Unrecoverable(reason));
+    }
+    let last_attempt = job.attempt() >= job.job().opts.attempts.unwrap_or(1).max(1);
+    match ctx.db.get_file(data.file_id).await {
+        Ok(Some(row)) if row.delivery_state.as_deref() == Some("delivered") => {
+            return ("skipped", Outcome::Completed(json!({"skipped": "already delivered"})));
+        }
+        Ok(Some(_)) => {}
+        Ok(None) => return ("skipped", Outcome::Completed(json!({"skipped": "the file was deleted"}))),
+        Err(e) => return ("retry", Outcome::Retry(format!("reading the file from Postgres failed: {e}"))),
+    }
+    let Some(secret) = &ctx.secret else {
+        let reason = "WEBHOOK_SECRET is not set: callbacks cannot be signed, so none is sent".to_owned();
+        give_up(ctx, job, data, &reason).await;
+        return ("failed", Outcome::Unrecoverable(reason));
+    };
+    let checked = match ctx.callbacks.check(&data.url).await {
+        Ok(checked) => checked,
+        Err(refused) => {
+            let reason = refused.to_string();
+            give_up(ctx, job, data, &reason).await;
+            return ("refused", Outcome::Unrecoverable(reason));
+        }
+    };
+    let started = Instant::now();
+    let answer = post(ctx, secret, &checked, data).await;
+    let mut delivery = Delivery {
+        file_id: data.file_id,
+        webhook_id: data.webhook_id.clone(),
+        attempt: job.attempt() as i32,
+        status_code: None,
+        duration_ms: started.elapsed().as_millis().min(i32::MAX as u128) as i32,
+        error: None,
+        at: Utc::now(),
+    };
+    let status_code = answer_status(&answer);
+    let failure = match answer {
+        Ok(status) if status.is_success() => None,
+        Ok(status) if status.is_redirection() => {
+            Some(format!("the receiver answered {status} (redirects are not followed)"))
+        }
+        Ok(status) => Some(format!("the receiver answered {status}")),
+        Err(e) => Some(format!("POST failed: {:#}", anyhow::Error::from(e.without_url()))),
+    };
+    delivery.status_code = status_code;
+    delivery.error = failure.clone();
+    if let Err(e) = ctx.db.record_delivery(&delivery).await {
+        tracing::warn!(error = %e, "could not record the delivery attempt");
+    }
+    match failure {
+        None => {
+            set_state(ctx, data, "delivered").await;
+            ("delivered", Outcome::Completed(json!({"status": delivery.status_code, "attempt": delivery.attempt})))
+        }
+        Some(reason) => {
+            if last_attempt {
+                set_state(ctx, data, "failed").await;
+            }
+            ("retry", Outcome::Retry(reason))
+        }
+    }
+}
+
+fn answer_status(answer: &Result<reqwest::StatusCode, reqwest::Error>) -> Option<i32> {
+    answer.as_ref().ok().map(|s| i32::from(s.as_u16()))
+}
+
+/// One signed POST to the checked addresses; the status code, or why there is none.
+async fn post(
+    ctx: &Context,
+    secret: &WebhookSecret,
+    checked: &CheckedUrl,
+    data: &WebhookJob,
+) -> Result<reqwest::StatusCode, reqwest::Error> {
+    let body = serde_json::to_vec(&data.payload).expect("a JSON value serialises");
+    let timestamp = Utc::now().timestamp();
+    let signature = secret.sign(&data.webhook_id, timestamp, &body);
+    let mut client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT.min(ctx.webhook_timeout))
+        .timeout(ctx.webhook_timeout)
+        .user_agent(concat!("worker-svc/", env!("CARGO_PKG_VERSION")));
+    let literal = checked.host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok();
+    if !literal {
+        client = client.resolve_to_addrs(&checked.host, &checked.addrs);
+    }
+    let response = client
+        .build()?
+        .post(&checked.url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("webhook-id", &data.webhook_id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature)
+        .body(body)
+        .send()
+        .await?;
+    Ok(response.status())
+}
+
+/// Records a delivery that cannot happen, and gives the callback up.
+async fn give_up(ctx: &Context, job: &ActiveJob, data: &WebhookJob, reason: &str) {
+    let delivery = Delivery {
+        file_id: data.file_id,
+        webhook_id: data.webhook_id.clone(),
+        attempt: job.attempt() as i32,
+        status_code: None,
+        duration_ms: 0,
+        error: Some(reason.to_owned()),
+        at: Utc::now(),
+    };
+    if let Err(e) = ctx.db.record_delivery(&delivery).await {
+        tracing::warn!(error = %e, "could not record the refused delivery");
+    }
+    set_state(ctx, data, "failed").await;
+}
+
+async fn set_state(ctx: &Context, data: &WebhookJob, state: &str) {
+    if let Err(e) = ctx.db.set_delivery_state(data.file_id, state).await {
+        tracing::warn!(error = %e, state, "could not record the callback's state");
+    }
+}
