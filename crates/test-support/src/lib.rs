@@ -7,15 +7,19 @@
 //! * [`resp_command`]: one raw RESP command over a plain TCP socket, without async or a Redis
 //!   client crate (for `CONFIG SET`, `DEBUG SLEEP`, and readiness checks).
 //! * [`fresh_database`]: a new, empty Postgres database per test, on the test server.
+//! * [`Media`] and [`probe`]: test media made by ffmpeg's `lavfi` sources, and ffprobe's view of
+//!   what a worker made.
 //! * [`NodePeer`]: runs the pinned Node Bull 4 peer (`tests/node/bull-peer.js`) for interop tests.
 #![warn(missing_docs)]
 
+mod media;
 mod names;
 mod node_peer;
 mod postgres;
 mod redis_server;
 mod resp;
 
+pub use media::{Media, probe};
 pub use names::{redis_url, unique};
 pub use node_peer::NodePeer;
 pub use postgres::{database_url, fresh_database};

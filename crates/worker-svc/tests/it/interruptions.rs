@@ -6,7 +6,9 @@ use std::time::Duration;
 use test_support::RedisServer;
 
 use crate::shutdown::processes;
-use crate::support::{Media, Place, TestApp, eventually};
+use test_support::Media;
+
+use crate::support::{Place, TestApp, eventually};
 
 const LIMIT: Duration = Duration::from_secs(90);
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 use queue_core::{JobState, QueueEvent, QueueEvents};
 use serde_json::Value;
 
-use crate::support::{Media, TestApp, probe};
+use test_support::{Media, probe};
+
+use crate::support::TestApp;
 
 const LIMIT: Duration = Duration::from_secs(60);
 

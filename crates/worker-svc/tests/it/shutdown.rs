@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::support::{Fixture, Media, Place, TestApp, eventually};
+use test_support::Media;
+
+use crate::support::{Fixture, Place, TestApp, eventually};
 
 const LIMIT: Duration = Duration::from_secs(90);
 const DRAIN_DEADLINE: Duration = Duration::from_secs(10);

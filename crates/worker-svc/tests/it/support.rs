@@ -2,8 +2,6 @@
 //! does to give it work.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use platform::env::Env;
@@ -230,81 +228,4 @@ impl TestApp {
         let response = reqwest::get(format!("http://{}{path}", self.metrics_addr)).await.unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
     }
-}
-
-/// Test media, made by ffmpeg's lavfi sources in a temporary directory.
-pub(crate) struct Media {
-    dir: tempfile::TempDir,
-}
-
-impl Media {
-    pub(crate) fn new() -> Media {
-        Media { dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn make(&self, name: &str, args: &[&str]) -> PathBuf {
-        let out = self.dir.path().join(name);
-        let status = Command::new("ffmpeg")
-            .args(["-nostdin", "-hide_banner", "-loglevel", "error"])
-            .args(args)
-            .arg("-y")
-            .arg(&out)
-            .status()
-            .expect("ffmpeg runs (scripts/test installs it)");
-        assert!(status.success(), "ffmpeg could not make {name}");
-        out
-    }
-
-    /// An MP4 of `seconds` of `testsrc` at `size` with a sine tone (mpeg4 + aac: in every
-    /// ffmpeg build).
-    pub(crate) fn video(&self, name: &str, seconds: u32, size: &str) -> Vec<u8> {
-        let video = format!("testsrc=size={size}:rate=25:duration={seconds}");
-        let audio = format!("sine=frequency=440:duration={seconds}");
-        let path = self.make(
-            name,
-            &[
-                "-f",
-                "lavfi",
-                "-i",
-                &video,
-                "-f",
-                "lavfi",
-                "-i",
-                &audio,
-                "-c:v",
-                "mpeg4",
-                "-q:v",
-                "5",
-                "-c:a",
-                "aac",
-                "-shortest",
-            ],
-        );
-        std::fs::read(path).unwrap()
-    }
-
-    /// A 64x48 PNG.
-    pub(crate) fn png(&self) -> Vec<u8> {
-        std::fs::read(self.make("image.png", &["-f", "lavfi", "-i", "testsrc=size=64x48", "-frames:v", "1"])).unwrap()
-    }
-
-    /// A WAV of `seconds` of a sine tone.
-    pub(crate) fn wav(&self, seconds: u32) -> Vec<u8> {
-        let audio = format!("sine=frequency=440:duration={seconds}");
-        std::fs::read(self.make("sound.wav", &["-f", "lavfi", "-i", &audio])).unwrap()
-    }
-}
-
-/// ffprobe's JSON view (format and streams) of `bytes`, a derivative.
-pub(crate) fn probe(bytes: &[u8], dir: &Path) -> serde_json::Value {
-    let path = dir.join(format!("probe-{}", Uuid::new_v4()));
-    std::fs::write(&path, bytes).unwrap();
-    let out = Command::new("ffprobe")
-        .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    std::fs::remove_file(&path).unwrap();
-    assert!(out.status.success(), "ffprobe: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }

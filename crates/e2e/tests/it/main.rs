@@ -1,0 +1,5 @@
+//! End-to-end tests: the api-svc and worker-svc binaries as processes (see the `e2e` crate).
+
+mod connections;
+mod nothing_lost;
+mod processing;
