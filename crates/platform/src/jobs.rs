@@ -17,7 +17,8 @@ pub const VERSION: u32 = 1;
 
 /// Attempts of a `files` job (a crash or a transient error retries; bad media does not).
 pub const FILE_ATTEMPTS: u64 = 3;
-/// First retry delay of a `files` job after a transient failure; doubles each time (5 s, 10 s).
+/// Retry delay unit of a `files` job after a transient failure. Bull's exponential backoff waits
+/// `(2^attemptsMade - 1) × delay` before retry n: 5 s, then 15 s.
 pub const FILE_BACKOFF_MS: u64 = 5000;
 /// Completed `files` jobs kept in Redis (the newest; older ones are removed as jobs complete).
 /// The row in Postgres is the record; Redis keeps enough for dashboards and `queuectl`.
@@ -26,7 +27,8 @@ pub const COMPLETED_FILE_JOBS_KEPT: i64 = 1000;
 pub const FAILED_FILE_JOBS_KEPT: i64 = 5000;
 /// Attempts of a `webhooks` job, with exponential backoff from [`WEBHOOK_BACKOFF_MS`].
 pub const WEBHOOK_ATTEMPTS: u64 = 8;
-/// First retry delay of a callback delivery; doubles each time (1 s, 2 s, 4 s, ...).
+/// Retry delay unit of a callback delivery. Bull waits `(2^attemptsMade - 1) × delay`: 1 s, 3 s,
+/// 7 s, 15 s, 31 s, 63 s, 127 s (about 4 minutes in all over [`WEBHOOK_ATTEMPTS`]).
 pub const WEBHOOK_BACKOFF_MS: u64 = 1000;
 
 /// A file to process. The Bull job id is the file id, so enqueuing twice is harmless.

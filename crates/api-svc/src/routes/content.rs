@@ -1,6 +1,6 @@
 //! Downloads: a file's content and its artifacts, streamed from the store with `Content-Length`,
 //! a strong `ETag` (`If-None-Match` → 304) and single byte ranges (`Range` → 206, or 416;
-//! `If-Range` honoured). Never buffered whole.
+//! `If-Range` honoured). Never buffered whole. `HEAD` answers the same headers without the body.
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, ContentDisposition, DispositionParam, DispositionType};
@@ -27,7 +27,7 @@ struct Object {
 
 /// The uploaded content of a file.
 #[utoipa::path(
-    get,
+    method(get, head),
     path = "/v1/files/{id}/content",
     tag = "files",
     params(
@@ -70,7 +70,7 @@ pub(crate) async fn content(
 
 /// An artifact processing made (e.g. `thumbnail.jpg`, `preview.mp4`, `waveform.png`).
 #[utoipa::path(
-    get,
+    method(get, head),
     path = "/v1/files/{id}/artifacts/{name}",
     tag = "files",
     params(

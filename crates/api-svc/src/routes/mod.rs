@@ -14,8 +14,16 @@ pub(crate) fn mount(config: &mut web::ServiceConfig) {
     config
         .service(resource("/v1/files").route(web::post().to(files::upload)).route(web::get().to(files::list)))
         .service(resource("/v1/files/{id}").route(web::get().to(files::get)).route(web::delete().to(files::delete)))
-        .service(resource("/v1/files/{id}/content").route(web::get().to(content::content)))
-        .service(resource("/v1/files/{id}/artifacts/{name}").route(web::get().to(content::artifact)))
+        .service(
+            resource("/v1/files/{id}/content")
+                .route(web::get().to(content::content))
+                .route(web::head().to(content::content)),
+        )
+        .service(
+            resource("/v1/files/{id}/artifacts/{name}")
+                .route(web::get().to(content::artifact))
+                .route(web::head().to(content::artifact)),
+        )
         .service(resource("/livez").route(web::get().to(health::livez)))
         .service(resource("/readyz").route(web::get().to(health::readyz)));
 }

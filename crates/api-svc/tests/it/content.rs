@@ -26,6 +26,15 @@ async fn content_downloads_with_etag_and_single_ranges() {
     assert!(!disposition.contains(".."), "{disposition}");
     assert_eq!(full.bytes().await.unwrap().as_ref(), BODY);
 
+    // HEAD: the same headers, no body; a token is still needed.
+    let head = app.client.head(app.url(&path)).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-length"], BODY.len().to_string().as_str());
+    assert_eq!(head.headers()["etag"].to_str().unwrap(), etag);
+    assert!(head.bytes().await.unwrap().is_empty());
+    let anonymous = app.client.head(app.url(&path)).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+
     let ranged = |range: &'static str| app.client.get(app.url(&path)).bearer_auth(TOKEN).header("range", range).send();
     let part = ranged("bytes=10-15").await.unwrap();
     assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);

@@ -19,7 +19,9 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/files/{id}", "get"),
         ("/v1/files/{id}", "delete"),
         ("/v1/files/{id}/content", "get"),
+        ("/v1/files/{id}/content", "head"),
         ("/v1/files/{id}/artifacts/{name}", "get"),
+        ("/v1/files/{id}/artifacts/{name}", "head"),
         ("/livez", "get"),
         ("/readyz", "get"),
     ] {
