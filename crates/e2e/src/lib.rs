@@ -3,6 +3,8 @@
 //! ffmpeg, and are driven only from outside (HTTP, signals, Redis, the database).
 //!
 //! * [`Service`]: one binary as a child process, its log in a file, stopped on drop.
+//! * [`receiver`]: a callback receiver that records requests and answers from a script, and
+//!   [`receiver::verify`], the Standard Webhooks reference library's verdict on a request.
 //! * [`Stack`]: both services on one place (a Redis prefix, a fresh database, one storage
 //!   directory), with the requests a client makes and the ledger a test checks.
 //!
@@ -10,8 +12,9 @@
 //! (a workspace run) builds them. A binary older than its sources is refused rather than tested.
 #![warn(missing_docs)]
 
+pub mod receiver;
 mod service;
 mod stack;
 
 pub use service::{Service, binary, free_addr};
-pub use stack::{Stack, StackOptions, TOKEN, eventually};
+pub use stack::{Stack, StackOptions, TOKEN, WEBHOOK_SECRET, eventually};

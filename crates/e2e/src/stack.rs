@@ -13,8 +13,8 @@ use crate::service::{Service, free_addr};
 
 /// The bearer token the stack's api-svc accepts.
 pub const TOKEN: &str = "e2e-token-0123456789abcdef";
-/// A Standard Webhooks secret for the stack's callbacks.
-const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// The Standard Webhooks secret the stack signs callbacks with.
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 /// How long a service may take to answer its health route after it starts (a debug build
 /// applying migrations on a busy machine).
 const START_LIMIT: Duration = Duration::from_secs(60);
@@ -70,6 +70,19 @@ pub struct Stack {
     dir: tempfile::TempDir,
 }
 
+/// `value` with every byte but RFC 3986's unreserved ones percent-encoded, for a query.
+fn percent_encode(value: &str) -> String {
+    let mut out = String::new();
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 fn with(mut base: Vec<(&'static str, String)>, extra: &[(&'static str, String)]) -> Vec<(String, String)> {
     for (name, value) in extra {
         base.retain(|(n, _)| n != name);
@@ -103,7 +116,6 @@ impl Stack {
             ("REDIS_COMMAND_TIMEOUT_MS", "1000".to_owned()),
             ("REDIS_CONNECT_TIMEOUT_MS", "1000".to_owned()),
             ("WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
-            ("CALLBACK_ALLOWED_HOSTS", "127.0.0.1".to_owned()),
         ];
 
         let listen = free_addr();
@@ -163,12 +175,13 @@ impl Stack {
         self.client.get(&url).bearer_auth(TOKEN).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
 
-    /// A raw upload of `body` as `name`, with `query` (e.g. `?callback_url=…`, or empty).
+    /// A raw upload of `body` as `name`, with a `callback_url` when given.
     ///
     /// # Panics
     ///
     /// If api-svc cannot be reached.
-    pub async fn upload(&self, name: &str, content_type: &str, body: Vec<u8>, query: &str) -> Response {
+    pub async fn upload(&self, name: &str, content_type: &str, body: Vec<u8>, callback_url: Option<&str>) -> Response {
+        let query = callback_url.map(|url| format!("?callback_url={}", percent_encode(url))).unwrap_or_default();
         self.client
             .post(format!("{}/v1/files{query}", self.api_base))
             .bearer_auth(TOKEN)
@@ -186,7 +199,7 @@ impl Stack {
     ///
     /// If the upload is not acknowledged.
     pub async fn accepted(&self, name: &str, content_type: &str, body: Vec<u8>) -> Uuid {
-        let answer = self.upload(name, content_type, body, "").await;
+        let answer = self.upload(name, content_type, body, None).await;
         let status = answer.status();
         let body: Value = answer.json().await.expect("a JSON answer");
         assert_eq!(status, StatusCode::ACCEPTED, "upload of {name}: {body}");

@@ -1,5 +1,6 @@
 //! End-to-end tests: the api-svc and worker-svc binaries as processes (see the `e2e` crate).
 
+mod callbacks;
 mod connections;
 mod nothing_lost;
 mod processing;

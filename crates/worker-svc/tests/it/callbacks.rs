@@ -6,8 +6,8 @@ use std::time::Duration;
 use queue_core::JobState;
 use serde_json::Value;
 
-use crate::receiver::{Answer, Receiver, verify};
 use crate::support::{SECRET, TestApp, eventually};
+use e2e::receiver::{Answer, Receiver, verify};
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -5,7 +5,6 @@ mod callbacks;
 mod connections;
 mod interruptions;
 mod processing;
-mod receiver;
 mod reconciler;
 mod shutdown;
 mod support;

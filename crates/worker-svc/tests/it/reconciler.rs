@@ -7,8 +7,8 @@ use queue_core::QueueAdmin;
 use serde_json::json;
 use test_support::RedisServer;
 
-use crate::receiver::{Receiver, verify};
 use crate::support::{Place, SECRET, TestApp, eventually};
+use e2e::receiver::{Receiver, verify};
 
 const LIMIT: Duration = Duration::from_secs(60);
 

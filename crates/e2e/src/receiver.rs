@@ -11,24 +11,28 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 
 /// One request as received.
 #[derive(Clone, Debug)]
-pub(crate) struct Received {
-    pub(crate) headers: BTreeMap<String, String>,
-    pub(crate) body: Vec<u8>,
+pub struct Received {
+    /// Its headers, names in lower case.
+    pub headers: BTreeMap<String, String>,
+    /// Its body.
+    pub body: Vec<u8>,
 }
 
 /// A scripted answer: a status, and a `Location` for redirects.
 #[derive(Clone, Debug)]
-pub(crate) struct Answer {
+pub struct Answer {
     status: u16,
     location: Option<String>,
 }
 
 impl Answer {
-    pub(crate) fn status(status: u16) -> Answer {
+    /// Answer with `status` and no body.
+    pub fn status(status: u16) -> Answer {
         Answer { status, location: None }
     }
 
-    pub(crate) fn redirect(to: &str) -> Answer {
+    /// Answer 302 to `to`.
+    pub fn redirect(to: &str) -> Answer {
         Answer { status: 302, location: Some(to.to_owned()) }
     }
 }
@@ -40,8 +44,9 @@ struct State {
 }
 
 /// The receiver. Requests beyond the script get 200.
-pub(crate) struct Receiver {
-    pub(crate) addr: SocketAddr,
+pub struct Receiver {
+    /// Where it listens.
+    pub addr: SocketAddr,
     state: Arc<State>,
     server: ServerHandle,
 }
@@ -62,8 +67,13 @@ async fn receive(state: web::Data<State>, request: HttpRequest, body: web::Bytes
 }
 
 impl Receiver {
-    /// Starts a receiver on a free port that answers `script` in order, then 200.
-    pub(crate) fn start(script: Vec<Answer>) -> Receiver {
+    /// Starts a receiver on a free port that answers `script` in order, then 200. Call it
+    /// within a Tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// If no port can be bound.
+    pub fn start(script: Vec<Answer>) -> Receiver {
         let state = Arc::new(State { received: Mutex::default(), script: Mutex::new(script.into()) });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
@@ -80,23 +90,32 @@ impl Receiver {
     }
 
     /// `http://127.0.0.1:<port><path>`.
-    pub(crate) fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// What it received so far.
-    pub(crate) fn received(&self) -> Vec<Received> {
+    pub fn received(&self) -> Vec<Received> {
         self.state.received.lock().unwrap().clone()
     }
 
-    pub(crate) async fn stop(self) {
+    /// Stops the server.
+    pub async fn stop(self) {
         self.server.stop(false).await;
     }
 }
 
 /// Verifies a received request with the Standard Webhooks reference library (Python package
 /// `standardwebhooks`, installed by scripts/test): `Ok` or the library's complaint.
-pub(crate) fn verify(secret: &str, received: &Received) -> Result<(), String> {
+///
+/// # Errors
+///
+/// What the library says is wrong with the signature.
+///
+/// # Panics
+///
+/// If `python3` or the library cannot run.
+pub fn verify(secret: &str, received: &Received) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     let body = dir.path().join("body");
     std::fs::write(&body, &received.body).unwrap();
