@@ -4,3 +4,4 @@ mod callbacks;
 mod connections;
 mod nothing_lost;
 mod processing;
+mod startup;
