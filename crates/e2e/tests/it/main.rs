@@ -4,4 +4,5 @@ mod callbacks;
 mod connections;
 mod nothing_lost;
 mod processing;
+mod run_script;
 mod startup;
