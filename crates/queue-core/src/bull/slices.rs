@@ -9,26 +9,27 @@
 //! The defaults were measured on a 2-core development machine against Redis 7.0 with AOF on
 //! (`appendfsync always`), jobs of about 100 bytes of data, with the slow log recording every
 //! call (`slowlog-log-slower-than 0`); see `tests/it/bounded.rs` (`measure_slices`, ignored) and
-//! the figures in `ARCHITECTURE.md`. Each default keeps the slowest call near 1 ms on that
-//! machine, with a margin for its noise. Larger payloads cost more per job: lower the slice.
+//! the figures in `ARCHITECTURE.md`. Each default keeps a call near half a millisecond and its
+//! 99th percentile under about 1 ms on that machine. Larger payloads cost more per job: lower
+//! the slice; faster hardware can take larger ones.
 
 /// Jobs per `addJobs` call of [`Queue::add_bulk`](crate::Queue::add_bulk).
-pub const DEFAULT_ADD_SLICE: usize = 50;
+pub const DEFAULT_ADD_SLICE: usize = 20;
 /// Jobs looked at per call of [`QueueAdmin::clean`](crate::QueueAdmin::clean).
-pub const DEFAULT_CLEAN_SLICE: usize = 75;
+pub const DEFAULT_CLEAN_SLICE: usize = 25;
 /// Jobs deleted per call of [`QueueAdmin::obliterate`](crate::QueueAdmin::obliterate).
-pub const DEFAULT_OBLITERATE_SLICE: usize = 150;
+pub const DEFAULT_OBLITERATE_SLICE: usize = 50;
 /// Jobs moved per call of [`QueueAdmin::retry_all_failed`](crate::QueueAdmin::retry_all_failed).
-pub const DEFAULT_RETRY_SLICE: usize = 200;
+pub const DEFAULT_RETRY_SLICE: usize = 75;
 /// Jobs promoted per call by [`QueueAdmin::promote_all`](crate::QueueAdmin::promote_all) and by a
 /// worker's delayed promoter.
-pub const DEFAULT_PROMOTE_SLICE: usize = 100;
+pub const DEFAULT_PROMOTE_SLICE: usize = 40;
 /// Active jobs looked at per call of a worker's stalled check.
-pub const DEFAULT_STALLED_SLICE: usize = 100;
+pub const DEFAULT_STALLED_SLICE: usize = 35;
 /// Old finished jobs a keep policy (`removeOnComplete`, `removeOnFail`) deletes per finish.
-pub const DEFAULT_KEEP_SLICE: usize = 100;
+pub const DEFAULT_KEEP_SLICE: usize = 60;
 /// Locks renewed per `extendLocks` call of a worker.
-pub const DEFAULT_RENEW_SLICE: usize = 100;
+pub const DEFAULT_RENEW_SLICE: usize = 50;
 /// The largest slice accepted: larger values are lowered to it. Lua's `unpack` and a single
 /// reply stay well within their limits, and a call that large is a stall anyway.
 pub const MAX_SLICE: usize = 5000;

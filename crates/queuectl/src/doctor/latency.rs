@@ -286,24 +286,42 @@ pub(super) fn slowlog_finding(slowlog: &Result<SlowLog, String>) -> Finding {
 }
 
 /// What to do about a slow call of one of our scripts: the operation behind it and its slice.
-fn script_advice(script: &str) -> &'static str {
+fn script_advice(script: &str) -> String {
+    use queue_core::{
+        DEFAULT_ADD_SLICE, DEFAULT_CLEAN_SLICE, DEFAULT_KEEP_SLICE, DEFAULT_OBLITERATE_SLICE, DEFAULT_PROMOTE_SLICE,
+        DEFAULT_RENEW_SLICE, DEFAULT_RETRY_SLICE, DEFAULT_STALLED_SLICE,
+    };
     match script {
-        "addJobs" => "add_bulk: lower Slices::add (default 50 jobs per call) or send smaller job data",
-        "cleanJobs" => "clean: lower Slices::clean or `queuectl clean --slice` (default 75 jobs looked at per call)",
-        "obliterate" => "obliterate: lower Slices::obliterate or `queuectl obliterate --slice` (default 150)",
-        "retryJobs" => "retry all: lower Slices::retry or `queuectl retry --all --slice` (default 200)",
-        "promoteDelayed" => {
-            "promote all or a worker's delayed promoter: lower Slices::promote (default 100); a prioritized job \
-             costs a scan of the waiting list"
+        "addJobs" => {
+            format!("add_bulk: lower Slices::add (default {DEFAULT_ADD_SLICE} jobs per call) or send smaller job data")
         }
-        "moveStalledJobsToWait" => "the workers' stalled check: lower WorkerSettings slices.stalled (default 100)",
-        "completeJob" | "failJob" => {
-            "a finish: its keep policy deletes up to WorkerSettings slices.keep old jobs (default 100); a \
-             prioritized retry costs a scan of the waiting list"
+        "cleanJobs" => format!(
+            "clean: lower Slices::clean or `queuectl clean --slice` (default {DEFAULT_CLEAN_SLICE} jobs looked at per call)"
+        ),
+        "obliterate" => format!(
+            "obliterate: lower Slices::obliterate or `queuectl obliterate --slice` (default {DEFAULT_OBLITERATE_SLICE})"
+        ),
+        "retryJobs" => {
+            format!("retry all: lower Slices::retry or `queuectl retry --all --slice` (default {DEFAULT_RETRY_SLICE})")
         }
-        "extendLocks" => "lock renewal: lower WorkerSettings slices.renew (default 100 locks per call)",
-        "removeJob" | "getState" => "a one-job call that scans the lists (LREM, LPOS): long waiting lists cost it",
-        _ => "a one-job call: check the server's CPU and latency",
+        "promoteDelayed" => format!(
+            "promote all or a worker's delayed promoter: lower Slices::promote (default {DEFAULT_PROMOTE_SLICE}); a \
+             prioritized job costs a scan of the waiting list"
+        ),
+        "moveStalledJobsToWait" => {
+            format!("the workers' stalled check: lower WorkerSettings slices.stalled (default {DEFAULT_STALLED_SLICE})")
+        }
+        "completeJob" | "failJob" => format!(
+            "a finish: its keep policy deletes up to WorkerSettings slices.keep old jobs (default \
+             {DEFAULT_KEEP_SLICE}); a prioritized retry costs a scan of the waiting list"
+        ),
+        "extendLocks" => {
+            format!("lock renewal: lower WorkerSettings slices.renew (default {DEFAULT_RENEW_SLICE} locks per call)")
+        }
+        "removeJob" | "getState" => {
+            "a one-job call that scans the lists (LREM, LPOS): long waiting lists cost it".to_owned()
+        }
+        _ => "a one-job call: check the server's CPU and latency".to_owned(),
     }
 }
 
