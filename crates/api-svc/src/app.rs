@@ -25,6 +25,11 @@ const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long requests in flight get to finish at shutdown.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle keep-alive connection stays open. Longer than the idle timeout of the usual
+/// load balancers (60 s), so the balancer closes first; actix-web's default (5 s) is shorter than
+/// most HTTP clients' pool idle time, and a client that reuses a connection the server has just
+/// closed sees a reset request.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
 
 /// A built, bound, not yet running api-svc.
 pub struct Application {
@@ -78,6 +83,7 @@ impl Application {
                 .default_service(web::to(not_found))
         })
         .disable_signals()
+        .keep_alive(KEEP_ALIVE)
         .shutdown_timeout(SHUTDOWN_TIMEOUT.as_secs())
         .listen(listener)?
         .run();
