@@ -806,9 +806,10 @@ fn cycles<'a>(graph: &BTreeMap<&'a str, BTreeMap<&'a str, (usize, String)>>) -> 
 // ---------------------------------------------------------------------------------------------
 // Rule g: `queue_core::tooling` is for the operator tools only.
 
-/// Where `queue_core::tooling` may be used: the operator tools, and any crate's integration
-/// tests (`crates/<name>/tests/`), which inspect Redis below the handles on purpose.
-const TOOLING_USERS: &[&str] = &["crates/queuectl/src/", "crates/queue-bench/src/"];
+/// Where `queue_core::tooling` may be used: the operator tools, `inspect` (the read-only server
+/// facts queuectl and health-svc show), and any crate's integration tests
+/// (`crates/<name>/tests/`), which inspect Redis below the handles on purpose.
+const TOOLING_USERS: &[&str] = &["crates/queuectl/src/", "crates/queue-bench/src/", "crates/inspect/src/"];
 
 fn may_use_tooling(path: &str) -> bool {
     TOOLING_USERS.iter().any(|dir| path.starts_with(dir))
@@ -825,7 +826,8 @@ fn tooling_is_used_only_by_operator_tools() {
     assert_clean(
         violations,
         "`queue_core::tooling` (raw Redis access for operator tools) is used only by queuectl, \
-         queue-bench and integration tests (crates/*/tests). Services use the handles.",
+         queue-bench, inspect and integration tests (crates/*/tests). Services use the handles \
+         and inspect.",
     );
 }
 

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 
 use queue_core::HeartbeatRecord;
 
-use crate::clients::{self, Client, ServiceUsage};
+use inspect::clients::{self, Client, ServiceUsage};
 
 use super::snapshot::{Info, Source};
 use super::{Finding, LISTED, Severity, bytes, plural};

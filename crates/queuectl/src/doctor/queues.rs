@@ -7,7 +7,7 @@ use std::time::Duration;
 use queue_core::tooling::now_ms;
 use queue_core::{Connections, HeartbeatRecord, JobCounts, QueueView};
 
-use crate::clients::Client;
+use inspect::clients::Client;
 
 use super::snapshot::describe;
 use super::{Finding, LISTED, Severity, plural};

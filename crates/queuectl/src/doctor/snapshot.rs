@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use queue_core::tooling::{FromRedisValue, Raw, Value};
 use queue_core::{Connections, HeartbeatRecord};
 
-use crate::clients::{self, Client};
+use inspect::clients::{self, Client};
+pub(super) use inspect::server::Info;
 
 use super::latency::{LatencyEvent, SlowLog, read_latency_latest, read_slowlog};
 
@@ -30,7 +31,7 @@ pub(super) struct Snapshot {
 
 impl Snapshot {
     pub(super) async fn read(c: &Connections) -> Snapshot {
-        let info = Raw::new(c).query::<String>(&["INFO"]).await.map(|t| Info::parse(&t)).map_err(describe);
+        let info = Info::read(c).await.map_err(describe);
         let config = read_config(c).await;
         let clients = clients::client_list(c).await.map_err(|e| trim_error(&e.to_string()));
         let reached =
@@ -63,49 +64,12 @@ pub(super) async fn query_value(c: &Connections, args: &[&str]) -> Result<Value,
 
 /// [`CONFIG_KEYS`], one `CONFIG GET` each (Redis 6.2 takes one parameter per call).
 async fn read_config(c: &Connections) -> Result<HashMap<String, String>, String> {
-    let mut config = HashMap::new();
-    for key in CONFIG_KEYS {
-        let pairs: HashMap<String, String> = Raw::new(c).query(&["CONFIG", "GET", key]).await.map_err(describe)?;
-        config.extend(pairs);
-    }
-    Ok(config)
+    inspect::server::config(c, CONFIG_KEYS).await.map_err(describe)
 }
 
 /// `key=value` from one `CLIENT INFO` / `CLIENT LIST` line.
 fn client_field(line: &str, key: &str) -> Option<String> {
     line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')).map(str::to_owned)
-}
-
-/// `INFO` as `field → value`, sections flattened (field names are unique across sections).
-#[derive(Debug, Default)]
-pub(super) struct Info(HashMap<String, String>);
-
-impl Info {
-    pub(super) fn parse(text: &str) -> Info {
-        Info(
-            text.lines()
-                .filter(|l| !l.starts_with('#'))
-                .filter_map(|l| l.trim().split_once(':'))
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-        )
-    }
-
-    pub(super) fn str(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
-    }
-
-    pub(super) fn u64(&self, key: &str) -> Option<u64> {
-        self.str(key)?.parse().ok()
-    }
-
-    pub(super) fn f64(&self, key: &str) -> Option<f64> {
-        self.str(key)?.parse().ok()
-    }
-
-    pub(super) fn flag(&self, key: &str) -> bool {
-        self.u64(key).is_some_and(|v| v > 0)
-    }
 }
 
 /// What a check reads, or why it could not be read.
