@@ -13,8 +13,28 @@ use std::time::Duration;
 
 /// Prefixes of the variables this product owns. An unknown variable with one of them fails
 /// start-up (see [`Env::refuse_unknown`]).
-pub const OWNED_PREFIXES: &[&str] =
-    &["API_", "WORKER_", "WEBHOOK_", "STORAGE_", "CALLBACK_", "MAX_UPLOAD", "METRICS_", "QUEUE_", "REDIS_"];
+pub const OWNED_PREFIXES: &[&str] = &[
+    "API_",
+    "WORKER_",
+    "WEBHOOK_",
+    "STORAGE_",
+    "CALLBACK_",
+    "MAX_UPLOAD",
+    "METRICS_",
+    "QUEUE_",
+    "REDIS_",
+    "HEALTH_",
+];
+
+/// health-svc's own variables. Every service tolerates them, so that one environment file can
+/// serve the stack; a misspelt one is still refused everywhere.
+pub const HEALTH_VARS: &[&str] = &[
+    "HEALTH_CANARY_INTERVAL_MS",
+    "HEALTH_CANARY_MAX_AGE_MS",
+    "HEALTH_READY_CACHE_MS",
+    "HEALTH_CHECK_TIMEOUT_MS",
+    "HEALTH_QUEUES",
+];
 
 /// Variables every service reads (queue-core's and the common ones).
 pub const COMMON_VARS: &[&str] = &[
@@ -112,12 +132,13 @@ impl Env {
             .unwrap_or_default()
     }
 
-    /// Fails on a set variable with one of [`OWNED_PREFIXES`] that is neither in
-    /// [`COMMON_VARS`] nor in `known`.
+    /// Fails on a set variable with one of [`OWNED_PREFIXES`] that is in none of
+    /// [`COMMON_VARS`], [`HEALTH_VARS`] and `known`.
     pub fn refuse_unknown(&self, known: &[&str]) -> Result<(), ConfigError> {
         for name in self.vars.keys() {
             let ours = OWNED_PREFIXES.iter().any(|p| name.starts_with(p));
-            if ours && !COMMON_VARS.contains(&name.as_str()) && !known.contains(&name.as_str()) {
+            let listed = [COMMON_VARS, HEALTH_VARS, known].iter().any(|list| list.contains(&name.as_str()));
+            if ours && !listed {
                 return Err(ConfigError::new(name, "is not a variable this service knows (a typo?)"));
             }
         }

@@ -109,6 +109,45 @@ pub fn webhook_job_options(job: &WebhookJob) -> JobOptions {
         .remove_on_fail(KeepJobs::Count(FAILED_WEBHOOK_JOBS_KEPT))
 }
 
+/// The job name of health-svc's canary on the `files` queue. worker-svc answers it at once,
+/// without storage or Postgres: it proves that a worker takes `files` jobs and finishes them
+/// (a `PING` passes while every worker is wedged; the canary does not).
+pub const CANARY_JOB_NAME: &str = "canary";
+/// Canary jobs kept in Redis once finished (the newest), for `queuectl jobs`.
+pub const CANARY_JOBS_KEPT: i64 = 20;
+
+/// A canary: when health-svc sent it. Job id `canary-<sent_at_ms>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryJob {
+    /// Contract version: [`VERSION`].
+    pub v: u32,
+    /// When it was added, in ms since the epoch (health-svc's clock).
+    pub sent_at_ms: u64,
+}
+
+impl CanaryJob {
+    /// A canary sent at `sent_at_ms`.
+    pub fn new(sent_at_ms: u64) -> Self {
+        CanaryJob { v: VERSION, sent_at_ms }
+    }
+
+    /// Its Bull job id.
+    pub fn job_id(&self) -> String {
+        format!("canary-{}", self.sent_at_ms)
+    }
+}
+
+/// The options of a canary job: one attempt (a failed canary is a finding, not work to redo),
+/// and a short history.
+pub fn canary_job_options(job: &CanaryJob) -> JobOptions {
+    JobOptions::default()
+        .job_id(job.job_id())
+        .attempts(1)
+        .remove_on_complete(KeepJobs::Count(CANARY_JOBS_KEPT))
+        .remove_on_fail(KeepJobs::Count(CANARY_JOBS_KEPT))
+}
+
 /// Refuses a payload of a contract version this build does not know.
 pub fn check_version(v: u32) -> Result<(), String> {
     if v == VERSION {

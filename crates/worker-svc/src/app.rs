@@ -90,7 +90,8 @@ impl App {
         }
         let on_file = {
             let ctx = ctx.clone();
-            typed_handler(move |job, data: FileJob| files::handle(ctx.clone(), job, data))
+            let on_upload = typed_handler(move |job, data: FileJob| files::handle(ctx.clone(), job, data));
+            files::with_canary(on_upload)
         };
         let on_webhook = {
             let ctx = ctx.clone();

@@ -17,10 +17,10 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use platform::jobs::{FileJob, check_version};
+use platform::jobs::{CANARY_JOB_NAME, CanaryJob, FileJob, check_version};
 use platform::records::{FileRecord, FileStatus};
 use platform::storage::{Storage, StorageError};
-use queue_core::{ActiveJob, Outcome};
+use queue_core::{ActiveJob, Handler, Outcome, typed_handler};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -94,6 +94,22 @@ enum End {
 
 /// The handler: runs one attempt and turns it into an [`Outcome`], in a span naming the job
 /// (the handler runtime does not inherit the worker's).
+/// `on_upload` for uploads; health-svc's canaries ([`CANARY_JOB_NAME`]) are answered at once,
+/// with when they were sent and when they were taken, touching neither storage nor Postgres.
+pub(crate) fn with_canary(on_upload: Handler) -> Handler {
+    let on_canary = typed_handler(|_job, canary: CanaryJob| async move {
+        match check_version(canary.v) {
+            Ok(()) => Outcome::Completed(serde_json::json!({
+                "canary": true,
+                "sent_at_ms": canary.sent_at_ms,
+                "taken_at_ms": chrono::Utc::now().timestamp_millis(),
+            })),
+            Err(reason) => Outcome::Unrecoverable(reason),
+        }
+    });
+    Arc::new(move |job: ActiveJob| if job.name() == CANARY_JOB_NAME { on_canary(job) } else { on_upload(job) })
+}
+
 pub(crate) async fn handle(ctx: Arc<Context>, job: ActiveJob, data: FileJob) -> Outcome {
     let span = tracing::info_span!("job", queue = QUEUE, id = %job.id(), attempt = job.attempt(), file = %data.file_id);
     handle_attempt(ctx, job, data).instrument(span).await
