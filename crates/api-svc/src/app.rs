@@ -14,6 +14,7 @@ use queue_core::{Connections, Queue};
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::metrics::{self, Metrics};
 use crate::state::AppState;
 use crate::{openapi, request_id, routes};
 
@@ -29,7 +30,7 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// load balancers (60 s), so the balancer closes first; actix-web's default (5 s) is shorter than
 /// most HTTP clients' pool idle time, and a client that reuses a connection the server has just
 /// closed sees a reset request.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(75);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(75);
 
 /// A built, bound, not yet running api-svc.
 pub struct Application {
@@ -56,12 +57,14 @@ impl Application {
             tracing::warn!(error = %e, "redis does not answer yet; uploads are recorded and enqueued later");
         }
         let files = Queue::new(&connections, platform::jobs::FILES_QUEUE)?;
+        let metrics = Arc::new(Metrics::new(connections.clone(), db.clone()));
         let state = AppState {
             db,
             storage: config.storage,
             files,
             connections,
             tokens: Arc::new(config.tokens),
+            metrics: metrics.clone(),
             callback_policy: config.callback_policy,
             callbacks_enabled: config.callbacks_enabled,
             max_upload_bytes: config.max_upload_bytes,
@@ -71,12 +74,15 @@ impl Application {
             .with_context(|| format!("cannot listen on LISTEN_ADDR {}", config.listen_addr))?;
         let addr = listener.local_addr()?;
         let data = web::Data::new(state.clone());
+        let metrics = web::Data::from(metrics);
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
+                .app_data(metrics.clone())
                 .app_data(web::QueryConfig::default().error_handler(|e, _| {
                     ApiError::bad_request("invalid_query", format!("the query string is invalid: {e}")).into()
                 }))
+                .wrap(from_fn(metrics::middleware))
                 .wrap(from_fn(request_id::middleware))
                 .configure(routes::mount)
                 .route("/openapi.json", web::get().to(openapi::serve))

@@ -8,6 +8,7 @@
 //!
 //! - `config`: the variables and their defaults;
 //! - `app`: the wiring;
+//! - `metrics`: the Prometheus series and the middleware that counts requests;
 //! - `routes/`: one file per resource (`files`, `content`, `health`), on top of
 //! - `upload` (receiving a body into the store), `idempotency`, `range`, `cursor`, `filename`,
 //!   `views` (the answer types), `auth` (bearer tokens), `request_id` (the middleware),
@@ -22,6 +23,7 @@ mod cursor;
 mod error;
 mod filename;
 mod idempotency;
+mod metrics;
 mod openapi;
 mod range;
 mod request_id;

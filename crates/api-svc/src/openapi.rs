@@ -29,7 +29,8 @@ use crate::views::{
         content::content,
         content::artifact,
         health::livez,
-        health::readyz
+        health::readyz,
+        health::metrics
     ),
     components(schemas(
         Accepted,
@@ -46,7 +47,7 @@ use crate::views::{
         UploadForm
     )),
     modifiers(&BearerAuth),
-    tags((name = "files", description = "uploads and their processing"), (name = "health", description = "probes"))
+    tags((name = "files", description = "uploads and their processing"), (name = "health", description = "probes and metrics"))
 )]
 pub struct ApiDoc;
 

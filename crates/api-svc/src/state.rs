@@ -1,5 +1,5 @@
 //! What every handler shares: the one Redis connection (through the `files` queue handle), the
-//! Postgres pool, the file store and the settings. Cloned per actix worker; every clone shares
+//! Postgres pool, the file store, the metrics and the settings. Cloned per actix worker; every clone shares
 //! the same connections.
 
 use std::sync::Arc;
@@ -12,6 +12,7 @@ use queue_core::{Connections, Queue};
 
 use crate::auth::Tokens;
 use crate::error::{ApiError, database_timeout};
+use crate::metrics::Metrics;
 
 /// The handlers' shared state.
 #[derive(Clone)]
@@ -26,6 +27,8 @@ pub(crate) struct AppState {
     pub connections: Connections,
     /// Bearer tokens.
     pub tokens: Arc<Tokens>,
+    /// What `/metrics` serves.
+    pub metrics: Arc<Metrics>,
     /// Which callback URLs are accepted.
     pub callback_policy: CallbackPolicy,
     /// Whether `WEBHOOK_SECRET` is set.

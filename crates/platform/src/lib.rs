@@ -9,6 +9,7 @@
 //! - [`redis`]: the process's Redis connections through queue-core, endpoint logged once,
 //!   password redacted, never rewritten;
 //! - [`jobs`]: the job contract (queues and versioned payloads);
+//! - [`metrics`]: the Prometheus collectors of the Redis connections and the Postgres pool;
 //! - [`records`]: the system of record in Postgres, with its migrations;
 //! - [`storage`]: files, through `object_store`.
 #![warn(missing_docs)]
@@ -16,6 +17,7 @@
 pub mod callback;
 pub mod env;
 pub mod jobs;
+pub mod metrics;
 pub mod records;
 pub mod redis;
 pub mod shutdown;

@@ -1,6 +1,6 @@
 //! `/livez` and `/metrics` on `METRICS_ADDR`: per-job counts and durations by queue and outcome,
-//! jobs running now, and the Redis connections by role (queue-core's `Connections::stats()`,
-//! read at each scrape), in Prometheus' text format.
+//! jobs running now, the Redis connections by role and the Postgres pool (platform's collectors,
+//! read at each scrape, under the service's `worker_` prefix), in Prometheus' text format.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,15 +8,14 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpResponse, HttpServer, web};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
+use platform::metrics::{ConnectionStats, PoolStats};
+use platform::records::Database;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use queue_core::{Connections, RoleStats};
+use queue_core::Connections;
 
 /// Labels of a finished attempt: queue and outcome.
 type Labels = [(&'static str, &'static str); 2];
@@ -36,8 +35,8 @@ pub(crate) struct Metrics {
 }
 
 impl Metrics {
-    /// Registers everything, with `connections` read at each scrape.
-    pub(crate) fn new(connections: Connections) -> Self {
+    /// Registers everything, with `connections` and `database`'s pool read at each scrape.
+    pub(crate) fn new(connections: Connections, database: Database) -> Self {
         let mut registry = Registry::default();
         let jobs = Family::<Labels, Counter>::default();
         let durations = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
@@ -49,7 +48,9 @@ impl Metrics {
             durations.clone(),
         );
         registry.register("worker_jobs_running", "Job attempts running now, by queue", running.clone());
-        registry.register_collector(Box::new(ConnectionStats(connections)));
+        let shared = registry.sub_registry_with_prefix("worker");
+        shared.register_collector(Box::new(ConnectionStats::new(connections)));
+        shared.register_collector(Box::new(PoolStats::new(database)));
         Metrics { registry, jobs, durations, running }
     }
 
@@ -68,11 +69,7 @@ impl Metrics {
 
     /// The text exposition.
     pub(crate) fn encode(&self) -> String {
-        let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry) {
-            tracing::warn!(error = %e, "encoding the metrics failed");
-        }
-        out
+        platform::metrics::encode(&self.registry)
     }
 }
 
@@ -88,72 +85,12 @@ impl Drop for RunningGuard {
     }
 }
 
-/// queue-core's connection statistics, read at each scrape.
-#[derive(Debug)]
-struct ConnectionStats(Connections);
-
-/// One per-role series: its name, help, type and how to read it.
-type RoleSeries = (&'static str, &'static str, MetricType, fn(&RoleStats) -> u64);
-
-const ROLE_SERIES: &[RoleSeries] = &[
-    ("worker_redis_connections_planned", "Redis connections the plan allows, by role.", MetricType::Gauge, |s| {
-        s.planned as u64
-    }),
-    ("worker_redis_connections_open", "Redis connections open now, by role.", MetricType::Gauge, |s| s.open as u64),
-    (
-        "worker_redis_connections_in_use",
-        "Redis connections (or command calls) in use now, by role.",
-        MetricType::Gauge,
-        |s| s.in_use as u64,
-    ),
-    ("worker_redis_connection_waits", "Times a caller waited for a connection, by role.", MetricType::Counter, |s| {
-        s.waits
-    }),
-    ("worker_redis_timeouts", "Redis calls that timed out, by role.", MetricType::Counter, |s| s.timeouts),
-    (
-        "worker_redis_reconnects",
-        "Connections opened beyond the plan (reconnects), by role.",
-        MetricType::Counter,
-        |s| s.reconnects,
-    ),
-    ("worker_redis_connect_failures", "Failed connection attempts, by role.", MetricType::Counter, |s| {
-        s.connect_failures
-    }),
-];
-
-impl Collector for ConnectionStats {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = self.0.stats();
-        let budget = prometheus_client::metrics::gauge::ConstGauge::new(stats.budget as i64);
-        budget.encode(encoder.encode_descriptor(
-            "worker_redis_connection_budget",
-            "The process's Redis connection budget (REDIS_MAX_CONNECTIONS, else its plan).",
-            None,
-            budget.metric_type(),
-        )?)?;
-        let roles = [("command", &stats.command), ("subscriber", &stats.subscriber), ("blocking", &stats.blocking)];
-        for (name, help, kind, read) in ROLE_SERIES {
-            let mut series = encoder.encode_descriptor(name, help, None, *kind)?;
-            for (role, role_stats) in roles {
-                let labels = [("role", role)];
-                let mut family = series.encode_family(&labels)?;
-                match kind {
-                    MetricType::Counter => family
-                        .encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&read(role_stats), None)?,
-                    _ => family.encode_gauge(&(read(role_stats) as i64))?,
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 async fn livez() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
 async fn metrics(metrics: web::Data<Metrics>) -> HttpResponse {
-    HttpResponse::Ok().content_type(prometheus_client::encoding::prometheus_text::CONTENT_TYPE).body(metrics.encode())
+    HttpResponse::Ok().content_type(platform::metrics::CONTENT_TYPE).body(metrics.encode())
 }
 
 /// Serves `/livez` and `/metrics` on `addr` (one HTTP worker thread); returns the address bound

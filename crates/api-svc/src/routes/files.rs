@@ -6,8 +6,8 @@
 //! answer is still 202 and worker-svc's reconciler enqueues every `queued` row whose job is
 //! missing. Postgres unreachable is a 503 with nothing kept.
 
-use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use platform::jobs::FileJob;
 use platform::records::{FileRecord, FileStatus, NewFile};
 use serde::Deserialize;
@@ -18,6 +18,7 @@ use crate::auth::Caller;
 use crate::cursor;
 use crate::error::{ApiError, ErrorBody, database_timeout};
 use crate::idempotency;
+use crate::metrics::UploadOutcome;
 use crate::routes::file_id;
 use crate::state::AppState;
 use crate::upload::{self, Received};
@@ -72,13 +73,19 @@ pub(crate) async fn upload(
     query: web::Query<UploadQuery>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let key = idempotency::key(req.headers())?;
-    let id = Uuid::new_v4();
-    let received = upload::receive(&state, req.headers(), query.into_inner().callback_url, payload, id).await?;
-    match record(&state, &caller, key, id, &received).await? {
+    let recorded = receive_and_record(&state, &caller, &req, query.into_inner(), payload).await;
+    let (outcome, bytes) = match &recorded {
+        Ok(Recorded::New(row)) => (UploadOutcome::Accepted, row.size as u64),
+        Ok(Recorded::Replay(_)) => (UploadOutcome::Replayed, 0),
+        Err(e) if e.status_code() == StatusCode::PAYLOAD_TOO_LARGE => (UploadOutcome::TooLarge, 0),
+        Err(e) if e.status_code().is_server_error() => (UploadOutcome::Failed, 0),
+        Err(_) => (UploadOutcome::Rejected, 0),
+    };
+    state.metrics.upload(outcome, bytes);
+    match recorded? {
         Recorded::New(row) => {
-            enqueue(&state, id).await;
-            tracing::info!(file_id = %id, size = row.size, "upload accepted");
+            enqueue(&state, row.id).await;
+            tracing::info!(file_id = %row.id, size = row.size, "upload accepted");
             Ok(accepted(&row, false))
         }
         Recorded::Replay(first) => {
@@ -86,6 +93,20 @@ pub(crate) async fn upload(
             Ok(accepted(&first, true))
         }
     }
+}
+
+/// Receives the body into the store under a new id and records it.
+async fn receive_and_record(
+    state: &AppState,
+    caller: &Caller,
+    req: &HttpRequest,
+    query: UploadQuery,
+    payload: web::Payload,
+) -> Result<Recorded, ApiError> {
+    let key = idempotency::key(req.headers())?;
+    let id = Uuid::new_v4();
+    let received = upload::receive(state, req.headers(), query.callback_url, payload, id).await?;
+    record(state, caller, key, id, &received).await
 }
 
 enum Recorded {

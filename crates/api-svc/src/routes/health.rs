@@ -1,6 +1,7 @@
-//! `/livez` (the process answers) and `/readyz` (Redis, Postgres and the store answer, each
-//! within [`CHECK_TIMEOUT`]; otherwise 503 naming what failed). Neither needs a token, and
-//! neither opens a connection: readiness asks the process's own ones.
+//! `/livez` (the process answers), `/readyz` (Redis, Postgres and the store answer, each within
+//! [`CHECK_TIMEOUT`]; otherwise 503 naming what failed) and `/metrics` (Prometheus text). None
+//! needs a token, and none opens a connection: readiness asks the process's own ones, and the
+//! metrics read their statistics. Operators keep them off the public internet.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,6 +19,22 @@ pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 #[utoipa::path(get, path = "/livez", tag = "health", responses((status = 200, body = Liveness)))]
 pub(crate) async fn livez() -> HttpResponse {
     HttpResponse::Ok().json(Liveness { status: "ok".to_owned() })
+}
+
+/// The metrics, in the Prometheus text format (`crate::metrics` lists them).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((
+        status = 200,
+        description = "request, upload, Redis connection and Postgres pool metrics",
+        body = String,
+        content_type = "text/plain; version=0.0.4; charset=utf-8",
+    ))
+)]
+pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type(platform::metrics::CONTENT_TYPE).body(state.metrics.encode())
 }
 
 /// Every dependency answers.

@@ -25,7 +25,8 @@ pub(crate) fn mount(config: &mut web::ServiceConfig) {
                 .route(web::head().to(content::artifact)),
         )
         .service(resource("/livez").route(web::get().to(health::livez)))
-        .service(resource("/readyz").route(web::get().to(health::readyz)));
+        .service(resource("/readyz").route(web::get().to(health::readyz)))
+        .service(resource("/metrics").route(web::get().to(health::metrics)));
 }
 
 fn resource(path: &str) -> actix_web::Resource {

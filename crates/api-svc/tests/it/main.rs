@@ -7,6 +7,7 @@ mod content;
 mod files;
 mod lifecycle;
 mod memory;
+mod metrics;
 mod openapi;
 mod outages;
 mod support;

@@ -24,6 +24,7 @@ async fn the_openapi_document_lists_every_route() {
         ("/v1/files/{id}/artifacts/{name}", "head"),
         ("/livez", "get"),
         ("/readyz", "get"),
+        ("/metrics", "get"),
     ] {
         assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
     }

@@ -60,6 +60,8 @@ async fn zero_blocking_mode_works_both_queues_on_two_connections() {
     assert!(metrics.contains(r#"worker_redis_connections_open{role="command"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"worker_redis_connections_open{role="blocking"} 0"#), "{metrics}");
     assert!(metrics.contains("worker_redis_connection_budget 2"), "{metrics}");
+    assert!(metrics.contains(r#"worker_db_pool_connections{state="idle"} "#), "{metrics}");
+    assert!(metrics.contains("worker_db_pool_max_connections "), "{metrics}");
     app.stop().await;
     assert!(service_clients(&redis).is_empty(), "every connection is closed at shutdown");
 }
