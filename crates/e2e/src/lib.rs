@@ -3,6 +3,8 @@
 //! ffmpeg, and are driven only from outside (HTTP, signals, Redis, the database).
 //!
 //! * [`Service`]: one binary as a child process, its log in a file, stopped on drop.
+//! * [`ChaosProxy`]: a TCP proxy that cuts and restores links (an outage of a shared server),
+//!   and [`through`], a Postgres URL rewritten to go through it.
 //! * [`receiver`]: a callback receiver that records requests and answers from a script, and
 //!   [`receiver::verify`], the Standard Webhooks reference library's verdict on a request.
 //! * [`Stack`]: both services on one place (a Redis prefix, a fresh database, one storage
@@ -12,9 +14,11 @@
 //! (a workspace run) builds them. A binary older than its sources is refused rather than tested.
 #![warn(missing_docs)]
 
+mod proxy;
 pub mod receiver;
 mod service;
 mod stack;
 
+pub use proxy::{ChaosProxy, through};
 pub use service::{Service, binary, free_addr};
 pub use stack::{Stack, StackOptions, TOKEN, WEBHOOK_SECRET, eventually};

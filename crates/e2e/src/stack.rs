@@ -45,6 +45,10 @@ pub struct StackOptions {
     pub api_vars: Vec<(&'static str, String)>,
     /// Extra or overriding variables for worker-svc.
     pub worker_vars: Vec<(&'static str, String)>,
+    /// Whether health-svc runs too.
+    pub health: bool,
+    /// Extra or overriding variables for health-svc.
+    pub health_vars: Vec<(&'static str, String)>,
 }
 
 /// The two services, running.
@@ -54,6 +58,10 @@ pub struct Stack {
     pub api: Service,
     /// The worker-svc process.
     pub worker: Service,
+    /// The health-svc process, when asked for.
+    pub health: Option<Service>,
+    /// `http://<health-svc's LISTEN_ADDR>` (empty without health-svc).
+    pub health_base: String,
     /// `http://<api-svc's LISTEN_ADDR>`.
     pub api_base: String,
     /// `http://<worker-svc's METRICS_ADDR>`.
@@ -136,12 +144,25 @@ impl Stack {
             ("WORKER_RECONCILE_MIN_AGE_MS", "60000".to_owned()),
             ("WEBHOOK_TIMEOUT_MS", "3000".to_owned()),
         ]);
-        let worker = Service::start("worker-svc", &with(worker_env, &options.worker_vars), &dir.path().join("logs"));
+        let worker =
+            Service::start("worker-svc", &with(worker_env.clone(), &options.worker_vars), &dir.path().join("logs"));
+        let (health, health_base) = if options.health {
+            let addr = free_addr();
+            let mut env: Vec<(&'static str, String)> =
+                worker_env.into_iter().filter(|(k, _)| !k.starts_with("WORKER_") && *k != "METRICS_ADDR").collect();
+            env.extend([("LISTEN_ADDR", addr.to_string())]);
+            let service = Service::start("health-svc", &with(env, &options.health_vars), &dir.path().join("logs"));
+            (Some(service), format!("http://{addr}"))
+        } else {
+            (None, String::new())
+        };
 
         let db = PgPool::connect(&database_url).await.expect("the stack's database");
         let stack = Stack {
             api,
             worker,
+            health,
+            health_base,
             api_base: format!("http://{listen}"),
             metrics_base: format!("http://{metrics}"),
             client: reqwest::Client::new(),
@@ -150,7 +171,11 @@ impl Stack {
             prefix,
             dir,
         };
-        for url in [format!("{}/readyz", stack.api_base), format!("{}/livez", stack.metrics_base)] {
+        let mut health_urls = vec![format!("{}/readyz", stack.api_base), format!("{}/livez", stack.metrics_base)];
+        if stack.health.is_some() {
+            health_urls.push(format!("{}/readyz", stack.health_base));
+        }
+        for url in health_urls {
             eventually(START_LIMIT, &url, async || {
                 let answer = stack.client.get(&url).send().await.ok()?;
                 (answer.status() == StatusCode::OK).then_some(())

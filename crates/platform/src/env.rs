@@ -13,18 +13,8 @@ use std::time::Duration;
 
 /// Prefixes of the variables this product owns. An unknown variable with one of them fails
 /// start-up (see [`Env::refuse_unknown`]).
-pub const OWNED_PREFIXES: &[&str] = &[
-    "API_",
-    "WORKER_",
-    "WEBHOOK_",
-    "STORAGE_",
-    "CALLBACK_",
-    "MAX_UPLOAD",
-    "METRICS_",
-    "QUEUE_",
-    "REDIS_",
-    "HEALTH_",
-];
+pub const OWNED_PREFIXES: &[&str] =
+    &["API_", "WORKER_", "WEBHOOK_", "STORAGE_", "CALLBACK_", "MAX_UPLOAD", "METRICS_", "QUEUE_", "REDIS_", "HEALTH_"];
 
 /// health-svc's own variables. Every service tolerates them, so that one environment file can
 /// serve the stack; a misspelt one is still refused everywhere.
@@ -135,8 +125,14 @@ impl Env {
     /// Fails on a set variable with one of [`OWNED_PREFIXES`] that is in none of
     /// [`COMMON_VARS`], [`HEALTH_VARS`] and `known`.
     pub fn refuse_unknown(&self, known: &[&str]) -> Result<(), ConfigError> {
+        self.refuse_unknown_with(OWNED_PREFIXES, known)
+    }
+
+    /// [`Env::refuse_unknown`] for the variables with one of `prefixes` only: a service that
+    /// tolerates every variable of the others (health-svc) checks its own and the common ones.
+    pub fn refuse_unknown_with(&self, prefixes: &[&str], known: &[&str]) -> Result<(), ConfigError> {
         for name in self.vars.keys() {
-            let ours = OWNED_PREFIXES.iter().any(|p| name.starts_with(p));
+            let ours = prefixes.iter().any(|p| name.starts_with(p));
             let listed = [COMMON_VARS, HEALTH_VARS, known].iter().any(|list| list.contains(&name.as_str()));
             if ours && !listed {
                 return Err(ConfigError::new(name, "is not a variable this service knows (a typo?)"));

@@ -10,7 +10,9 @@ use serde_json::Value;
 use test_support::RedisServer;
 use uuid::Uuid;
 
-use crate::support::{ChaosProxy, Options, TestApp, eventually, expect_error, spawn_with, through};
+use e2e::{ChaosProxy, through};
+
+use crate::support::{Options, TestApp, eventually, expect_error, spawn_with};
 
 /// The apps' `REDIS_COMMAND_TIMEOUT_MS` (see `spawn_with`).
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(1000);

@@ -5,8 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use api_svc::{Application, Config};
@@ -15,8 +13,6 @@ use platform::records::{Database, FileRecord};
 use queue_core::{Connections, Job, Queue, RedisConfig};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub(crate) const TOKEN: &str = "test-token-0123456789abcdef";
@@ -208,63 +204,4 @@ pub(crate) async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
-}
-
-/// A TCP proxy in front of a server that can cut every link (open and new) and restore them:
-/// an outage without stopping the shared server.
-pub(crate) struct ChaosProxy {
-    addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    cuts: broadcast::Sender<()>,
-}
-
-impl ChaosProxy {
-    pub(crate) async fn start(upstream: SocketAddr) -> ChaosProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let (cuts, _) = broadcast::channel(4);
-        let (flag, signal) = (cut.clone(), cuts.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if flag.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let mut cut_now = signal.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut_now.recv() => {}
-                    }
-                });
-            }
-        });
-        ChaosProxy { addr, cut, cuts }
-    }
-
-    pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Drops every open link and refuses new ones.
-    pub(crate) fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        let _ = self.cuts.send(());
-    }
-
-    pub(crate) fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
-    }
-}
-
-/// `url` (a Postgres URL) with its host and port replaced by `addr`; the upstream address.
-pub(crate) fn through(url: &str, addr: SocketAddr) -> (String, SocketAddr) {
-    let (scheme, rest) = url.split_once("://").unwrap();
-    let (userinfo, after) = rest.rsplit_once('@').map_or(("", rest), |(u, a)| (u, a));
-    let (hostport, path) = after.split_once('/').unwrap();
-    let upstream = std::net::ToSocketAddrs::to_socket_addrs(&hostport).unwrap().next().unwrap();
-    let at = if userinfo.is_empty() { String::new() } else { format!("{userinfo}@") };
-    (format!("{scheme}://{at}{addr}/{path}"), upstream)
 }

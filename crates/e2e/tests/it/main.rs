@@ -2,6 +2,7 @@
 
 mod callbacks;
 mod connections;
+mod health;
 mod nothing_lost;
 mod processing;
 mod run_script;

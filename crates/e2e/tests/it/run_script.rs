@@ -33,6 +33,8 @@ async fn scripts_run_starts_the_stack_prints_a_working_curl_and_stops_on_ctrl_c(
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let bin_dir = e2e::binary("api-svc").parent().unwrap().to_owned();
     e2e::binary("worker-svc");
+    e2e::binary("health-svc");
+    let ops = free_addr();
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("run.log");
     let log = std::fs::File::create(&log_path).unwrap();
@@ -46,6 +48,7 @@ async fn scripts_run_starts_the_stack_prints_a_working_curl_and_stops_on_ctrl_c(
         .env("QUEUE_PREFIX", test_support::unique("run"))
         .env("LISTEN_ADDR", listen.to_string())
         .env("METRICS_ADDR", metrics.to_string())
+        .env("OPS_LISTEN_ADDR", ops.to_string())
         .env("STORAGE_DIR", dir.path().join("storage"))
         .env_remove("API_TOKENS")
         .env_remove("API_TOKENS_FILE")
@@ -63,12 +66,16 @@ async fn scripts_run_starts_the_stack_prints_a_working_curl_and_stops_on_ctrl_c(
     let printed = eventually(LIMIT, "scripts/run to print how to try it", async || {
         let out = output();
         assert!(script.try_wait().unwrap().is_none(), "scripts/run exited early:\n{out}");
-        out.contains("Ctrl-C stops both services").then_some(out)
+        out.contains("Ctrl-C stops every service").then_some(out)
     })
     .await;
     let token = printed.lines().find_map(|l| l.trim().strip_prefix("Token:")).expect("a token line").trim().to_owned();
     let upload = printed.lines().find(|l| l.contains("-F file=@")).expect("an upload curl").trim().to_owned();
     assert!(printed.contains(&format!("http://{listen}")), "{printed}");
+    assert!(printed.contains(&format!("http://{ops}/ops")), "{printed}");
+    let page = reqwest::get(format!("http://{ops}/ops")).await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("Redis connections by service and role"));
 
     // The printed curl, pasted into a shell.
     let answer = Command::new("sh").args(["-c", &upload]).output().unwrap();
@@ -86,7 +93,7 @@ async fn scripts_run_starts_the_stack_prints_a_working_curl_and_stops_on_ctrl_c(
 
     // Ctrl-C: the whole group gets SIGINT; the script exits 130, as an interrupted command does,
     // and leaves no process behind.
-    assert!(members(group).len() >= 3, "the script and both services run in its group");
+    assert!(members(group).len() >= 4, "the script and the three services run in its group");
     kill(Pid::from_raw(-group), Signal::SIGINT).unwrap();
     let deadline = Instant::now() + LIMIT;
     let status = loop {
