@@ -147,7 +147,7 @@ async fn ops_shows_queues_processes_and_connections_against_budgets() {
 }
 
 /// A raw connection to Redis on `port` that names itself `name` and stays open.
-fn redis_client_named(port: u16, name: &str) -> std::net::TcpStream {
+pub(crate) fn redis_client_named(port: u16, name: &str) -> std::net::TcpStream {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let command = format!("*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n${}\r\n{name}\r\n", name.len());
@@ -200,13 +200,17 @@ async fn three_services_hold_four_redis_connections_under_uploads_and_probes() {
             stack.accepted(&format!("f{i}.txt"), "text/plain", format!("{i}\n").into_bytes()).await
         });
     }
+    // 1,000 of each, from 50 clients at a time (as probes and scrapes come: many, not all at
+    // once), while the uploads go on.
     let mut probes = JoinSet::new();
-    for round in 0..2000 {
+    for client_no in 0..50 {
         let (client, base) = (stack.client.clone(), stack.health_base.clone());
         probes.spawn(async move {
-            let path = if round % 2 == 0 { "/readyz" } else { "/ops/queue" };
-            let answer = client.get(format!("{base}{path}")).send().await.unwrap();
-            assert_eq!(answer.status(), StatusCode::OK, "{path}");
+            for round in 0..40 {
+                let path = if (client_no + round) % 2 == 0 { "/readyz" } else { "/ops/queue" };
+                let answer = client.get(format!("{base}{path}")).send().await.unwrap();
+                assert_eq!(answer.status(), StatusCode::OK, "{path}");
+            }
         });
     }
     let ids = uploads.join_all().await;

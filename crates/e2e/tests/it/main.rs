@@ -4,6 +4,7 @@ mod callbacks;
 mod connections;
 mod health;
 mod nothing_lost;
+mod ops_page;
 mod processing;
 mod run_script;
 mod startup;
