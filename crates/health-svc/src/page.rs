@@ -50,7 +50,8 @@ table{{border-collapse:collapse;width:100%}} td,th{{text-align:left;padding:.25r
     if r.problems.is_empty() {
         h.push_str(r#"<p class="banner good">Nothing is wrong: Redis and Postgres answer, the canary comes back, every service is within its connection budget.</p>"#);
     } else {
-        let _ = write!(h, r#"<div class="banner bad">{} wrong:<ul>"#, r.problems.len());
+        let n = r.problems.len();
+        let _ = write!(h, r#"<div class="banner bad">{n} {}:<ul>"#, if n == 1 { "problem" } else { "problems" });
         for p in &r.problems {
             let _ = write!(h, "<li>{}</li>", esc(p));
         }
