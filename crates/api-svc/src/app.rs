@@ -14,7 +14,7 @@ use queue_core::{Connections, Queue};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::{openapi, request_id, routes};
 
@@ -74,15 +74,15 @@ impl Application {
             .with_context(|| format!("cannot listen on LISTEN_ADDR {}", config.listen_addr))?;
         let addr = listener.local_addr()?;
         let data = web::Data::new(state.clone());
-        let metrics = web::Data::from(metrics);
+        let requests = web::Data::new(metrics.requests().clone());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
-                .app_data(metrics.clone())
+                .app_data(requests.clone())
                 .app_data(web::QueryConfig::default().error_handler(|e, _| {
                     ApiError::bad_request("invalid_query", format!("the query string is invalid: {e}")).into()
                 }))
-                .wrap(from_fn(metrics::middleware))
+                .wrap(from_fn(platform::metrics::middleware))
                 .wrap(from_fn(request_id::middleware))
                 .configure(routes::mount)
                 .route("/openapi.json", web::get().to(openapi::serve))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
+use actix_web::middleware::from_fn;
 use actix_web::{HttpResponse, HttpServer, web};
 use anyhow::Context;
 use platform::jobs::FILES_QUEUE;
@@ -72,9 +73,11 @@ impl App {
             let (canary, interval) = (canary.clone(), config.canary_interval);
             async move { canary.run(files, interval, stopped).await }
         });
+        let (registry, requests) = metrics::registry(connections.clone(), database.clone(), canary.clone());
+        let requests = web::Data::new(requests);
         let state = web::Data::new(State {
             ops: Ops::new(connections.clone(), views, canary.clone(), readiness.clone()),
-            registry: metrics::registry(connections.clone(), database.clone(), canary.clone()),
+            registry,
             readiness,
             canary,
         });
@@ -84,6 +87,8 @@ impl App {
         let server = HttpServer::new(move || {
             actix_web::App::new()
                 .app_data(state.clone())
+                .app_data(requests.clone())
+                .wrap(from_fn(platform::metrics::middleware))
                 .route("/livez", web::get().to(livez))
                 .route("/readyz", web::get().to(readyz))
                 .route("/ops", web::get().to(ops_page))

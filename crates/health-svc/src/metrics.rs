@@ -1,11 +1,13 @@
 //! health-svc's Prometheus metrics at `/metrics`: the canary (`canary_up`,
 //! `canary_last_success_age_seconds`, `canary_last_latency_seconds`,
-//! `canary_probes_total{outcome}`), read from its state at each scrape, and platform's
-//! collectors of the Redis connections by role and the Postgres pool.
+//! `canary_probes_total{outcome}`), read from its state at each scrape; platform's request
+//! series (`http_requests_total{route,method,status}`, `http_request_duration_seconds`, the same
+//! as api-svc's); and platform's collectors of the Redis connections by role and the Postgres
+//! pool.
 
 use std::sync::Arc;
 
-use platform::metrics::{ConnectionStats, PoolStats};
+use platform::metrics::{ConnectionStats, PoolStats, RequestMetrics};
 use platform::records::Database;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -60,11 +62,13 @@ impl Collector for CanaryStats {
     }
 }
 
-/// The registry, with every collector.
-pub fn registry(connections: Connections, database: Database, canary: Arc<Canary>) -> Registry {
+/// The registry, with every collector, and the request series that `platform::metrics::middleware`
+/// records into.
+pub fn registry(connections: Connections, database: Database, canary: Arc<Canary>) -> (Registry, RequestMetrics) {
     let mut registry = Registry::default();
+    let requests = RequestMetrics::register(&mut registry);
     registry.register_collector(Box::new(ConnectionStats::new(connections)));
     registry.register_collector(Box::new(PoolStats::new(database)));
     registry.register_collector(Box::new(CanaryStats(canary)));
-    registry
+    (registry, requests)
 }

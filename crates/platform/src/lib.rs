@@ -9,7 +9,8 @@
 //! - [`redis`]: the process's Redis connections through queue-core, endpoint logged once,
 //!   password redacted, never rewritten;
 //! - [`jobs`]: the job contract (queues and versioned payloads);
-//! - [`metrics`]: the Prometheus collectors of the Redis connections and the Postgres pool;
+//! - [`metrics`]: the HTTP request series and their middleware, and the Prometheus collectors of
+//!   the Redis connections and the Postgres pool;
 //! - [`records`]: the system of record in Postgres, with its migrations;
 //! - [`storage`]: files, through `object_store`.
 #![warn(missing_docs)]
