@@ -65,7 +65,7 @@ pub use handler::{ActiveJob, Handler, HandlerFuture, Outcome, handler, typed_han
 pub use worker::{
     BackoffStrategy, DEFAULT_DRAIN_DELAY, DEFAULT_ERROR_BACKOFF, DEFAULT_GUARD_INTERVAL, DEFAULT_LOCK_DURATION,
     DEFAULT_MAX_STALLED_COUNT, DEFAULT_STALLED_INTERVAL, QueueSpec, RateLimit, StopWhen, Worker, WorkerSettings,
-    WorkerStats,
+    WorkerStats, WorkerStatsHandle,
 };
 
 // Bull's global events.

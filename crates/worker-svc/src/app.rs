@@ -65,7 +65,7 @@ impl App {
         let scratch = ScratchRoot::create(&config.scratch_dir).with_context(|| {
             format!("creating the scratch directory (WORKER_SCRATCH_DIR={})", config.scratch_dir.display())
         })?;
-        let metrics = Arc::new(Metrics::new(connections.clone(), config.database.clone()));
+        let metrics = Arc::new(Metrics::new(connections.clone(), config.database.clone(), tools.seconds.clone()));
         let (metrics_addr, metrics_server) = metrics::serve(config.metrics_addr, metrics.clone())
             .with_context(|| format!("serving /metrics on METRICS_ADDR={}", config.metrics_addr))?;
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -109,6 +109,7 @@ impl App {
                 return Err(e.into());
             }
         };
+        ctx.metrics.watch_worker(worker.stats_handle());
         let reconciler = tokio::spawn(reconciler::run(
             ctx.clone(),
             config.reconcile_interval,

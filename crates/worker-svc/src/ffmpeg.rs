@@ -20,6 +20,7 @@ use tokio::process::Command;
 
 use crate::config::MediaConfig;
 use crate::interrupt::{Interrupt, Watch};
+use crate::metrics::ToolSeconds;
 
 /// Most of a tool's stdout kept (ffprobe's JSON); more is an error.
 const MAX_STDOUT: usize = 16 * 1024 * 1024;
@@ -96,6 +97,8 @@ pub(crate) struct Tools {
     config: MediaConfig,
     /// Whether this ffmpeg has the libx264 encoder (else previews use mpeg4).
     pub libx264: bool,
+    /// Seconds each tool ran (`worker_ffmpeg_seconds_total`).
+    pub seconds: ToolSeconds,
 }
 
 impl Tools {
@@ -131,7 +134,7 @@ impl Tools {
         );
         let libx264 =
             String::from_utf8_lossy(&encoders.stdout).lines().any(|l| l.split_whitespace().nth(1) == Some("libx264"));
-        Ok(Tools { config: config.clone(), libx264 })
+        Ok(Tools { config: config.clone(), libx264, seconds: ToolSeconds::default() })
     }
 
     /// The configuration.
@@ -142,6 +145,23 @@ impl Tools {
     /// Runs `tool` with `args` until it exits or `watch` says stop. Returns stdout (empty when
     /// `progress` reads it). `progress` receives the `out_time_us` lines of `-progress pipe:1`.
     pub(crate) async fn run(
+        &self,
+        tool: Tool,
+        args: Vec<OsString>,
+        watch: &Watch,
+        progress: Option<&impl ProgressSink>,
+    ) -> Result<Vec<u8>, RunError> {
+        let started = std::time::Instant::now();
+        let result = self.run_timed(tool, args, watch, progress).await;
+        let label = match tool {
+            Tool::Ffmpeg => "ffmpeg",
+            Tool::Ffprobe => "ffprobe",
+        };
+        self.seconds.get_or_create(&[("tool", label)]).inc_by(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn run_timed(
         &self,
         tool: Tool,
         args: Vec<OsString>,

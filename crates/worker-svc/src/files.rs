@@ -118,6 +118,7 @@ pub(crate) async fn handle(ctx: Arc<Context>, job: ActiveJob, data: FileJob) -> 
 async fn handle_attempt(ctx: Arc<Context>, job: ActiveJob, data: FileJob) -> Outcome {
     let running = ctx.drain.enter();
     let gauge = ctx.metrics.running(QUEUE);
+    ctx.metrics.waited(QUEUE, job.job().timestamp, job.job().processed_on);
     let started = Instant::now();
     let end = attempt(&ctx, &job, &data).await;
     let (label, outcome) = match end {

@@ -38,6 +38,7 @@ pub(crate) async fn handle(ctx: Arc<Context>, job: ActiveJob, data: WebhookJob) 
     async move {
         let _running = ctx.drain.enter();
         let _gauge = ctx.metrics.running(QUEUE);
+        ctx.metrics.waited(QUEUE, job.job().timestamp, job.job().processed_on);
         let started = Instant::now();
         let (label, outcome) = attempt(&ctx, &job, &data).await;
         ctx.metrics.finished(QUEUE, label, started.elapsed());

@@ -70,6 +70,9 @@ async fn renew(shared: &Shared, q: &QueueState, held: Vec<(String, String)>) {
         let renewal = scripts::ExtendLocks { keys: q.queue.keys(), lock_duration: shared.settings.lock_duration, held };
         match renewal.run(q.queue.connection()).await {
             Ok(lost) => {
+                let renewed = held.len().saturating_sub(lost.len()) as u64;
+                shared.counters.locks_renewed.fetch_add(renewed, Ordering::Relaxed);
+                shared.counters.locks_lost_at_renewal.fetch_add(lost.len() as u64, Ordering::Relaxed);
                 let active = q.active.lock().expect("active lock");
                 for id in lost {
                     // Only the activation this renewal was for; a newer one has a lock of its own.
@@ -83,7 +86,10 @@ async fn renew(shared: &Shared, q: &QueueState, held: Vec<(String, String)>) {
                     }
                 }
             }
-            Err(e) => tracing::warn!(queue = q.queue.name(), error = %e, "lock renewal failed"),
+            Err(e) => {
+                shared.counters.lock_renewal_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(queue = q.queue.name(), error = %e, "lock renewal failed");
+            }
         }
     }
 }

@@ -227,6 +227,12 @@ pub struct WorkerStats {
     pub stalled_failed: u64,
     /// Jobs being processed now.
     pub active: u64,
+    /// Locks extended by lock renewal.
+    pub locks_renewed: u64,
+    /// Locks a renewal found gone or taken by another worker.
+    pub locks_lost_at_renewal: u64,
+    /// Renewal calls that failed (Redis unreachable or too slow); the locks may still expire.
+    pub lock_renewal_errors: u64,
 }
 
 #[derive(Default)]
@@ -237,6 +243,9 @@ struct Counters {
     lost_locks: AtomicU64,
     stalled_recovered: AtomicU64,
     stalled_failed: AtomicU64,
+    locks_renewed: AtomicU64,
+    locks_lost_at_renewal: AtomicU64,
+    lock_renewal_errors: AtomicU64,
 }
 
 /// One job this worker holds: the lock value of this activation, and whether it was lost.
@@ -540,16 +549,13 @@ impl Worker {
 
     /// Counters of this worker.
     pub fn stats(&self) -> WorkerStats {
-        let c = &self.shared.counters;
-        WorkerStats {
-            completed: c.completed.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            retried: c.retried.load(Ordering::Relaxed),
-            lost_locks: c.lost_locks.load(Ordering::Relaxed),
-            stalled_recovered: c.stalled_recovered.load(Ordering::Relaxed),
-            stalled_failed: c.stalled_failed.load(Ordering::Relaxed),
-            active: *self.shared.in_hand.borrow() as u64,
-        }
+        stats_of(&self.shared)
+    }
+
+    /// A handle that reads this worker's counters from elsewhere (a metrics collector), for as
+    /// long as the process runs; cheap to clone.
+    pub fn stats_handle(&self) -> WorkerStatsHandle {
+        WorkerStatsHandle(self.shared.clone())
     }
 
     /// Whether the worker fetches with blocking pops.
@@ -641,5 +647,38 @@ impl Drop for Worker {
             fetchers.iter().for_each(JoinHandle::abort);
         }
         self.duties.iter().for_each(JoinHandle::abort);
+    }
+}
+
+/// Reads a running worker's counters (see [`Worker::stats_handle`]).
+#[derive(Clone)]
+pub struct WorkerStatsHandle(Arc<Shared>);
+
+impl WorkerStatsHandle {
+    /// The worker's counters now.
+    pub fn stats(&self) -> WorkerStats {
+        stats_of(&self.0)
+    }
+}
+
+impl std::fmt::Debug for WorkerStatsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WorkerStatsHandle").field(&self.stats()).finish()
+    }
+}
+
+fn stats_of(shared: &Shared) -> WorkerStats {
+    let c = &shared.counters;
+    WorkerStats {
+        completed: c.completed.load(Ordering::Relaxed),
+        failed: c.failed.load(Ordering::Relaxed),
+        retried: c.retried.load(Ordering::Relaxed),
+        lost_locks: c.lost_locks.load(Ordering::Relaxed),
+        stalled_recovered: c.stalled_recovered.load(Ordering::Relaxed),
+        stalled_failed: c.stalled_failed.load(Ordering::Relaxed),
+        active: *shared.in_hand.borrow() as u64,
+        locks_renewed: c.locks_renewed.load(Ordering::Relaxed),
+        locks_lost_at_renewal: c.locks_lost_at_renewal.load(Ordering::Relaxed),
+        lock_renewal_errors: c.lock_renewal_errors.load(Ordering::Relaxed),
     }
 }

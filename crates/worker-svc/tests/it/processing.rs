@@ -97,6 +97,14 @@ async fn a_video_an_image_a_sound_and_a_text_reach_done_with_metadata_and_artifa
     assert_eq!(status, 200);
     assert!(metrics.contains(r#"worker_jobs_total{queue="files",outcome="done"} 4"#), "{metrics}");
     assert!(metrics.contains("worker_job_duration_seconds_bucket"), "{metrics}");
+    assert!(metrics.contains(r#"worker_job_wait_seconds_count{queue="files"} 4"#), "{metrics}");
+    let ffmpeg_seconds = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(r#"worker_ffmpeg_seconds_total{tool="ffmpeg"} "#))
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(ffmpeg_seconds.is_some_and(|s| s > 0.0), "ffmpeg's time is counted: {metrics}");
+    assert!(metrics.contains("worker_lock_renewals_total "), "{metrics}");
+    assert!(metrics.contains(r#"worker_locks_lost_total{when="renewal"} 0"#), "{metrics}");
     app.stop().await;
 }
 
