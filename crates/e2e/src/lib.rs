@@ -7,6 +7,8 @@
 //!   and [`through`], a Postgres URL rewritten to go through it.
 //! * [`receiver`]: a callback receiver that records requests and answers from a script, and
 //!   [`receiver::verify`], the Standard Webhooks reference library's verdict on a request.
+//! * [`exposition`]: a service's `/metrics` read by the Prometheus reference parser
+//!   ([`scrape`]), with the values a test compares.
 //! * [`Stack`]: both services on one place (a Redis prefix, a fresh database, one storage
 //!   directory), with the requests a client makes and the ledger a test checks.
 //!
@@ -14,11 +16,13 @@
 //! (a workspace run) builds them. A binary older than its sources is refused rather than tested.
 #![warn(missing_docs)]
 
+pub mod exposition;
 mod proxy;
 pub mod receiver;
 mod service;
 mod stack;
 
+pub use exposition::{Exposition, scrape};
 pub use proxy::{ChaosProxy, through};
 pub use service::{Service, binary, free_addr};
 pub use stack::{Stack, StackOptions, TOKEN, WEBHOOK_SECRET, eventually};

@@ -3,6 +3,7 @@
 mod callbacks;
 mod connections;
 mod health;
+mod metrics;
 mod nothing_lost;
 mod ops_page;
 mod processing;

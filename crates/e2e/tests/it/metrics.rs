@@ -1,0 +1,134 @@
+//! The three services' `/metrics`, read by the Prometheus reference parser, count exactly what a
+//! known workload did: five uploads (one a truncated MP4 that fails for good) and seven
+//! readiness probes.
+
+use std::time::Duration;
+
+use e2e::{Exposition, Stack, StackOptions, eventually, scrape};
+use reqwest::StatusCode;
+use test_support::Media;
+
+const LIMIT: Duration = Duration::from_secs(90);
+const PROBES: usize = 7;
+
+/// The three expositions of a stack, in the order api-svc, worker-svc, health-svc.
+async fn scrape_all(stack: &Stack) -> [Exposition; 3] {
+    [
+        scrape(&stack.client, &stack.api_base).await,
+        scrape(&stack.client, &stack.metrics_base).await,
+        scrape(&stack.client, &stack.health_base).await,
+    ]
+}
+
+/// Every sample belongs to a family its `TYPE` line declared; the Redis connections are there
+/// by role, with what the service plans (`prefix` is worker-svc's `worker_`).
+fn check_shape(service: &str, exposition: &Exposition, prefix: &str, open: &[(&str, f64)]) {
+    let text = &exposition.text;
+    for sample in &exposition.samples {
+        assert_ne!(sample.kind, "unknown", "{service}: {} has no TYPE: {text}", sample.name);
+    }
+    let name = format!("{prefix}redis_connections_open");
+    for role in ["command", "subscriber", "blocking"] {
+        let expected = open.iter().find(|(r, _)| *r == role).map_or(0.0, |(_, n)| *n);
+        assert_eq!(
+            exposition.value(&name, &[("role", role)]),
+            Some(expected),
+            "{service}: {name}{{role={role}}}: {text}"
+        );
+    }
+    let budget = format!("{prefix}redis_connection_budget");
+    assert_eq!(exposition.value(&budget, &[]), Some(open.iter().map(|(_, n)| n).sum()), "{service}: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_services_count_a_known_workload_exactly() {
+    let stack = Stack::start(StackOptions {
+        health: true,
+        health_vars: vec![("HEALTH_CANARY_INTERVAL_MS", "300".to_owned())],
+        ..StackOptions::default()
+    })
+    .await;
+    let [api, worker, health] = scrape_all(&stack).await;
+
+    let media = Media::new();
+    let clip = media.video("clip.mp4", 1, "160x120");
+    let bodies: Vec<(&str, &str, Vec<u8>)> = vec![
+        ("a.txt", "text/plain", b"one\n".to_vec()),
+        ("b.txt", "text/plain", b"two\n".to_vec()),
+        ("c.png", "image/png", media.png()),
+        ("d.bin", "application/octet-stream", vec![7; 4096]),
+        ("broken.mp4", "video/mp4", clip[..clip.len() / 2].to_vec()),
+    ];
+    let mut ids = Vec::new();
+    for (name, content_type, body) in bodies {
+        ids.push(stack.accepted(name, content_type, body).await);
+    }
+    let mut statuses = Vec::new();
+    for id in &ids {
+        statuses.push(stack.finished(*id, LIMIT).await["status"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(statuses, ["done", "done", "done", "done", "failed"]);
+    for _ in 0..PROBES {
+        let answer = stack.client.get(format!("{}/readyz", stack.health_base)).send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+
+    // api-svc counts before it answers, so its counts are final when the uploads are.
+    let api_after = scrape(&stack.client, &stack.api_base).await;
+    let grew = |before: &Exposition, after: &Exposition, name: &str, labels: &[(&str, &str)]| {
+        after.sum(name, labels) - before.sum(name, labels)
+    };
+    let text = &api_after.text;
+    assert_eq!(grew(&api, &api_after, "uploads_total", &[("outcome", "accepted")]), 5.0, "{text}");
+    let posts = [("route", "/v1/files"), ("method", "POST"), ("status", "202")];
+    assert_eq!(grew(&api, &api_after, "http_requests_total", &posts), 5.0, "{text}");
+    let any_status = [("route", "/v1/files"), ("method", "POST")];
+    assert_eq!(grew(&api, &api_after, "http_requests_total", &any_status), 5.0, "{text}");
+
+    // worker-svc writes the file's row before it counts the attempt: wait for the counts.
+    let files = |outcome| [("queue", "files"), ("outcome", outcome)];
+    let worker_after = eventually(LIMIT, "worker-svc to count the five attempts", async || {
+        let after = scrape(&stack.client, &stack.metrics_base).await;
+        (grew(&worker, &after, "worker_jobs_total", &[("queue", "files")]) >= 5.0).then_some(after)
+    })
+    .await;
+    let text = &worker_after.text;
+    assert_eq!(grew(&worker, &worker_after, "worker_jobs_total", &files("done")), 4.0, "{text}");
+    assert_eq!(grew(&worker, &worker_after, "worker_jobs_total", &files("failed")), 1.0, "{text}");
+    assert_eq!(grew(&worker, &worker_after, "worker_jobs_total", &[("queue", "files")]), 5.0, "{text}");
+    assert_eq!(grew(&worker, &worker_after, "worker_job_duration_seconds_count", &[("queue", "files")]), 5.0);
+
+    // health-svc: exactly the probes made since the first scrape, and canaries coming back.
+    let ok = [("outcome", "ok")];
+    let health_after = eventually(LIMIT, "a canary to come back", async || {
+        let after = scrape(&stack.client, &stack.health_base).await;
+        (grew(&health, &after, "canary_probes_total", &ok) > 0.0).then_some(after)
+    })
+    .await;
+    let text = &health_after.text;
+    let readyz = [("route", "/readyz"), ("method", "GET")];
+    assert_eq!(grew(&health, &health_after, "http_requests_total", &readyz), PROBES as f64, "{text}");
+    let readyz_ok = [("route", "/readyz"), ("method", "GET"), ("status", "200")];
+    assert_eq!(grew(&health, &health_after, "http_requests_total", &readyz_ok), PROBES as f64, "{text}");
+    assert_eq!(grew(&health, &health_after, "http_request_duration_seconds_count", &readyz), PROBES as f64);
+    assert_eq!(health_after.value("canary_up", &[]), Some(1.0), "{text}");
+    let routes = ["/livez", "/readyz", "/ops", "/ops/queue", "/metrics", "unmatched"];
+    for (labels, _) in health_after.series("http_requests_total") {
+        assert!(routes.contains(&labels["route"].as_str()), "{labels:?}: {text}");
+    }
+
+    // One connection each for api-svc and health-svc, two for worker-svc (zero-blocking).
+    check_shape("api-svc", &api_after, "", &[("command", 1.0)]);
+    check_shape("worker-svc", &worker_after, "worker_", &[("command", 1.0), ("subscriber", 1.0)]);
+    check_shape("health-svc", &health_after, "", &[("command", 1.0)]);
+}
+
+#[test]
+fn the_reference_parser_refuses_what_is_not_the_text_format() {
+    let good = Exposition::parse("# TYPE a_total counter\na_total{x=\"1\"} 3\n").unwrap();
+    assert_eq!(good.value("a_total", &[("x", "1")]), Some(3.0));
+    assert_eq!(good.samples[0].kind, "counter");
+    for bad in ["# TYPE a gauge\na{x=\"1\" 1\n", "# TYPE a gauge\na{x=1} 1\n", "# TYPE a gauge\na one\n"] {
+        assert!(Exposition::parse(bad).is_err(), "{bad:?} parsed");
+    }
+}
