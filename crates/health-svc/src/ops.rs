@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use inspect::clients::{client_list, usage};
-use inspect::server::{Info, PingSample, config, ping_sample};
+use inspect::server::{Info, PingSample, ping_sample};
 use queue_core::{Connections, HeartbeatRecord, JobCounts, JobState, QueueView, Role};
 use serde::Serialize;
 
@@ -19,8 +19,6 @@ const PINGS: usize = 5;
 const CLIENTS_WARN: f64 = 0.8;
 /// A waiting job older than this is a problem.
 const OLDEST_WAITING_WARN_S: f64 = 60.0;
-/// The settings read (never `*`: that would fetch passwords too).
-const CONFIG_KEYS: &[&str] = &["maxclients", "appendonly", "appendfsync", "save", "maxmemory", "maxmemory-policy"];
 
 /// Everything `/ops` shows.
 #[derive(Clone, Debug, Serialize)]
@@ -60,12 +58,11 @@ pub struct RedisFacts {
     pub connected_clients: Option<u64>,
     /// `maxclients`.
     pub maxclients: Option<u64>,
-    /// `appendonly`.
-    pub appendonly: Option<String>,
-    /// `appendfsync`.
-    pub appendfsync: Option<String>,
-    /// `save` (RDB snapshots).
-    pub save: Option<String>,
+    /// Whether the AOF is on (`aof_enabled`). health-svc reads `INFO` only: `CONFIG` is outside
+    /// its Redis user's rights, so `appendfsync` is `queuectl doctor`'s to report.
+    pub aof_enabled: Option<bool>,
+    /// `rdb_last_save_time`: when an RDB snapshot last succeeded (0 or old: snapshots are off).
+    pub rdb_last_save_time: Option<u64>,
     /// `aof_last_write_status`.
     pub aof_last_write_status: Option<String>,
     /// `rdb_last_bgsave_status`.
@@ -178,28 +175,20 @@ impl Ops {
         let mut redis = RedisFacts { endpoint: c.config().url.redacted(), ..RedisFacts::default() };
         match Info::read(c).await {
             Ok(info) => {
-                redis.version = info.str("redis_version").map(str::to_owned);
+                let text = |k: &str| info.str(k).map(str::to_owned);
+                redis.version = text("redis_version");
                 redis.connected_clients = info.u64("connected_clients");
+                redis.maxclients = info.u64("maxclients");
                 redis.used_memory = info.u64("used_memory");
-                redis.aof_last_write_status = info.str("aof_last_write_status").map(str::to_owned);
-                redis.rdb_last_bgsave_status = info.str("rdb_last_bgsave_status").map(str::to_owned);
+                redis.maxmemory = info.u64("maxmemory");
+                redis.maxmemory_policy = text("maxmemory_policy");
+                redis.aof_enabled = info.str("aof_enabled").map(|_| info.flag("aof_enabled"));
+                redis.aof_last_write_status = text("aof_last_write_status");
+                redis.rdb_last_bgsave_status = text("rdb_last_bgsave_status");
+                redis.rdb_last_save_time = info.u64("rdb_last_save_time");
+                redis.latency = ping_sample(c, PINGS).await.ok();
             }
             Err(e) => redis.error = Some(e.to_string()),
-        }
-        if redis.error.is_none() {
-            match config(c, CONFIG_KEYS).await {
-                Ok(cfg) => {
-                    let get = |k: &str| cfg.get(k).cloned();
-                    redis.maxclients = get("maxclients").and_then(|v| v.parse().ok());
-                    redis.appendonly = get("appendonly");
-                    redis.appendfsync = get("appendfsync");
-                    redis.save = get("save");
-                    redis.maxmemory = get("maxmemory").and_then(|v| v.parse().ok());
-                    redis.maxmemory_policy = get("maxmemory-policy");
-                }
-                Err(e) => redis.error = Some(format!("CONFIG GET: {e}")),
-            }
-            redis.latency = ping_sample(c, PINGS).await.ok();
         }
 
         let mut queues = Vec::new();
@@ -358,9 +347,9 @@ pub fn problems(r: &OpsReport) -> Vec<String> {
             "Redis's maxmemory-policy is {policy}: when memory is full it evicts keys, queued jobs among them (Bull needs noeviction)."
         ));
     }
-    if r.redis.appendonly.as_deref() == Some("no") && r.redis.save.as_deref() == Some("") {
+    if r.redis.aof_enabled == Some(false) {
         out.push(
-            "Redis keeps nothing on disk (no AOF, no RDB): a restart loses every queued job (files are re-enqueued from Postgres by worker-svc's reconciler; other jobs are lost)."
+            "Redis's AOF is off: a crash loses every job written since the last RDB snapshot (files are re-enqueued from Postgres by worker-svc's reconciler; other jobs are lost)."
                 .to_owned(),
         );
     }

@@ -177,13 +177,15 @@ table{{border-collapse:collapse;width:100%}} td,th{{text-align:left;padding:.25r
             l.pings, l.min_ms, l.avg_ms, l.max_ms
         );
     }
+    let aof = match redis.aof_enabled {
+        Some(true) => "AOF on",
+        Some(false) => "<b>AOF off</b>",
+        None => "AOF ?",
+    };
     let _ = write!(
         h,
-        "<tr><th>persistence</th><td>appendonly {} (appendfsync {}), save \"{}\"; last AOF write {}, last RDB save {}</td></tr>\
+        "<tr><th>persistence</th><td>{aof}; last AOF write {}, last RDB save {}</td></tr>\
          <tr><th>memory</th><td>{} bytes used, maxmemory {} ({})</td></tr></table></body></html>",
-        opt(&redis.appendonly),
-        opt(&redis.appendfsync),
-        opt(&redis.save),
         opt(&redis.aof_last_write_status),
         opt(&redis.rdb_last_bgsave_status),
         redis.used_memory.map_or("?".to_owned(), |v| v.to_string()),

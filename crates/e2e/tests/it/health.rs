@@ -126,7 +126,7 @@ async fn ops_shows_queues_processes_and_connections_against_budgets() {
     );
     assert!(ops["redis"]["maxclients"].as_u64().unwrap() > 0, "{ops}");
     assert!(ops["redis"]["latency"]["avg_ms"].as_f64().is_some(), "{ops}");
-    assert_eq!(ops["redis"]["appendfsync"], "always", "{ops}");
+    assert_eq!(ops["redis"]["aof_enabled"], true, "{ops}");
     assert_eq!(ops["canary"]["ok"], true, "{ops}");
     assert!(ops["workers"].as_array().unwrap().len() >= 3, "{ops}");
     assert!(ops["problems"].as_array().unwrap().is_empty(), "{ops}");
