@@ -41,6 +41,8 @@ pub async fn eventually<T>(limit: Duration, what: &str, mut check: impl AsyncFnM
 pub struct StackOptions {
     /// The Redis both services use; the shared test Redis when `None`.
     pub redis_url: Option<String>,
+    /// The queue prefix; a unique one when `None` (tests share a Redis).
+    pub prefix: Option<String>,
     /// Extra or overriding variables for api-svc.
     pub api_vars: Vec<(&'static str, String)>,
     /// Extra or overriding variables for worker-svc.
@@ -114,7 +116,7 @@ impl Stack {
         }
         let path = |sub: &str| dir.path().join(sub).to_str().expect("a UTF-8 path").to_owned();
         let redis_url = options.redis_url.unwrap_or_else(test_support::redis_url);
-        let prefix = test_support::unique("e2e");
+        let prefix = options.prefix.unwrap_or_else(|| test_support::unique("e2e"));
         let database_url = test_support::fresh_database().await;
         let shared = vec![
             ("REDIS_URL", redis_url.clone()),

@@ -1,5 +1,7 @@
 //! End-to-end tests: the api-svc and worker-svc binaries as processes (see the `e2e` crate).
 
+mod acl;
+mod alerts;
 mod callbacks;
 mod connections;
 mod health;
