@@ -8,6 +8,9 @@ use platform::telemetry::{self, LogFormat};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if let Some(code) = platform::healthcheck::from_args("LISTEN_ADDR", "127.0.0.1:8081", "/livez") {
+        return code;
+    }
     let env = Env::from_process();
     let mut logging = false;
     let started = async {

@@ -6,6 +6,7 @@
 //!   start-up naming it;
 //! - [`telemetry`]: `tracing` with `LOG_FORMAT=json|pretty`;
 //! - [`shutdown`]: the SIGTERM/Ctrl-C future a `main` awaits;
+//! - [`healthcheck`]: `<service> --healthcheck`, a container's `HEALTHCHECK` without curl;
 //! - [`redis`]: the process's Redis connections through queue-core, endpoint logged once,
 //!   password redacted, never rewritten;
 //! - [`jobs`]: the job contract (queues and versioned payloads);
@@ -17,6 +18,7 @@
 
 pub mod callback;
 pub mod env;
+pub mod healthcheck;
 pub mod jobs;
 pub mod metrics;
 pub mod records;

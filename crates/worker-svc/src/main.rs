@@ -7,6 +7,9 @@ use platform::telemetry::{self, LogFormat};
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if let Some(code) = platform::healthcheck::from_args("METRICS_ADDR", worker_svc::DEFAULT_METRICS_ADDR, "/livez") {
+        return code;
+    }
     let env = Env::from_process();
     let started = LogFormat::from_env(&env).and_then(|format| telemetry::init(format, &env));
     if let Err(e) = started {

@@ -50,8 +50,22 @@ async fn each_service_starts_with_only_what_it_cannot_guess_and_hides_passwords(
             (answer.status() == StatusCode::OK).then_some(())
         })
         .await;
+        // The container's HEALTHCHECK: the binary asks its running self.
+        let var = if name == "api-svc" { "LISTEN_ADDR" } else { "METRICS_ADDR" };
+        let healthcheck = || {
+            std::process::Command::new(e2e::binary(name))
+                .arg("--healthcheck")
+                .env_clear()
+                .env(var, addr)
+                .output()
+                .unwrap()
+                .status
+                .success()
+        };
+        assert!(healthcheck(), "{name} --healthcheck passes while it serves");
         service.signal(Signal::SIGTERM);
         let status = service.exited(LIMIT).await.expect("it stops on SIGTERM");
+        assert!(!healthcheck(), "{name} --healthcheck fails once it is gone");
         assert!(status.success(), "{name} exits 0 on SIGTERM: {status:?}\n{}", service.log());
         let log = service.log();
         assert!(!log.contains(PASSWORD), "{name} printed the Redis password:\n{log}");
