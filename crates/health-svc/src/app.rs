@@ -13,7 +13,6 @@ use actix_web::{HttpResponse, HttpServer, web};
 use anyhow::Context;
 use platform::jobs::FILES_QUEUE;
 use platform::records::Database;
-use prometheus_client::registry::Registry;
 use queue_core::{Connections, Queue, QueueView};
 use serde_json::json;
 use tokio::sync::watch;
@@ -21,9 +20,10 @@ use tokio::task::JoinHandle;
 
 use crate::canary::Canary;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::ops::Ops;
+use crate::page;
 use crate::readiness::Readiness;
-use crate::{metrics, page};
 
 /// How long requests in flight get at shutdown.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -34,7 +34,7 @@ struct State {
     readiness: Arc<Readiness>,
     canary: Arc<Canary>,
     ops: Ops,
-    registry: Registry,
+    metrics: Metrics,
 }
 
 /// A built, bound, running health-svc.
@@ -73,11 +73,18 @@ impl App {
             let (canary, interval) = (canary.clone(), config.canary_interval);
             async move { canary.run(files, interval, stopped).await }
         });
-        let (registry, requests) = metrics::registry(connections.clone(), database.clone(), canary.clone());
-        let requests = web::Data::new(requests);
+        let metrics = Metrics::new(
+            connections.clone(),
+            database.clone(),
+            canary.clone(),
+            readiness.clone(),
+            views.clone(),
+            config.check_timeout,
+        );
+        let requests = web::Data::new(metrics.requests().clone());
         let state = web::Data::new(State {
             ops: Ops::new(connections.clone(), views, canary.clone(), readiness.clone()),
-            registry,
+            metrics,
             readiness,
             canary,
         });
@@ -192,7 +199,7 @@ async fn ops_page(state: web::Data<State>) -> HttpResponse {
 }
 
 async fn metrics_text(state: web::Data<State>) -> HttpResponse {
-    HttpResponse::Ok().content_type(platform::metrics::CONTENT_TYPE).body(platform::metrics::encode(&state.registry))
+    HttpResponse::Ok().content_type(platform::metrics::CONTENT_TYPE).body(state.metrics.encode().await)
 }
 
 async fn not_found() -> HttpResponse {

@@ -1,10 +1,12 @@
 //! The three services' `/metrics`, read by the Prometheus reference parser, count exactly what a
 //! known workload did: five uploads (one a truncated MP4 that fails for good) and seven
-//! readiness probes.
+//! readiness probes. health-svc's gauges of readiness, Redis and the queues follow a frozen
+//! worker.
 
 use std::time::Duration;
 
 use e2e::{Exposition, Stack, StackOptions, eventually, scrape};
+use nix::sys::signal::Signal;
 use reqwest::StatusCode;
 use test_support::Media;
 
@@ -131,4 +133,55 @@ fn the_reference_parser_refuses_what_is_not_the_text_format() {
     for bad in ["# TYPE a gauge\na{x=\"1\" 1\n", "# TYPE a gauge\na{x=1} 1\n", "# TYPE a gauge\na one\n"] {
         assert!(Exposition::parse(bad).is_err(), "{bad:?} parsed");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_svc_exports_readiness_redis_and_queue_gauges() {
+    let stack = Stack::start(StackOptions {
+        health: true,
+        health_vars: vec![("HEALTH_CANARY_INTERVAL_MS", "300".to_owned())],
+        ..StackOptions::default()
+    })
+    .await;
+    let health = scrape(&stack.client, &stack.health_base).await;
+    let text = &health.text;
+    for check in ["redis", "postgres"] {
+        assert_eq!(health.value("health_check_up", &[("check", check)]), Some(1.0), "{check}: {text}");
+    }
+    let clients = health.value("redis_clients_connected", &[]).expect("redis_clients_connected");
+    let max = health.value("redis_maxclients", &[]).expect("redis_maxclients");
+    assert!(clients >= 4.0 && max >= clients, "{clients} of {max}: {text}");
+    let ping = health.value("redis_ping_latency_seconds", &[]).expect("redis_ping_latency_seconds");
+    assert!(ping > 0.0 && ping < 1.0, "{text}");
+    for queue in ["files", "webhooks"] {
+        assert_eq!(health.value("queue_paused", &[("queue", queue)]), Some(0.0), "{text}");
+        assert!(health.value("queue_oldest_waiting_age_seconds", &[("queue", queue)]).is_some(), "{text}");
+        for state in ["waiting", "active", "delayed", "paused", "completed", "failed"] {
+            assert!(health.value("queue_jobs", &[("queue", queue), ("state", state)]).is_some(), "{state}: {text}");
+        }
+    }
+
+    // A frozen worker: the file's job (and canaries) wait, and the next one's age grows.
+    stack.worker.signal(Signal::SIGSTOP);
+    let id = stack.accepted("a.txt", "text/plain", b"waits\n".to_vec()).await;
+    let files = [("queue", "files")];
+    let waiting = eventually(LIMIT, "the next files job to have waited 1 s", async || {
+        let health = scrape(&stack.client, &stack.health_base).await;
+        let age = health.value("queue_oldest_waiting_age_seconds", &files)?;
+        (age >= 1.0).then_some(health)
+    })
+    .await;
+    let text = &waiting.text;
+    assert!(waiting.value("queue_jobs", &[("queue", "files"), ("state", "waiting")]).unwrap() >= 1.0, "{text}");
+    stack.worker.signal(Signal::SIGCONT);
+    assert_eq!(stack.finished(id, LIMIT).await["status"], "done");
+    let completed = [("queue", "files"), ("state", "completed")];
+    eventually(LIMIT, "the files queue to be drained", async || {
+        let health = scrape(&stack.client, &stack.health_base).await;
+        let drained = health.value("queue_jobs", &[("queue", "files"), ("state", "waiting")]) == Some(0.0)
+            && health.value("queue_oldest_waiting_age_seconds", &files) == Some(0.0)
+            && health.value("queue_jobs", &completed).is_some_and(|n| n >= 1.0);
+        drained.then_some(())
+    })
+    .await;
 }
