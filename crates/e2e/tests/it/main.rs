@@ -4,6 +4,7 @@ mod acl;
 mod alerts;
 mod callbacks;
 mod connections;
+mod deploy;
 mod health;
 mod metrics;
 mod nothing_lost;
