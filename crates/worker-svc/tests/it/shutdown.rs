@@ -118,7 +118,12 @@ async fn sigterm_during_ffmpeg_kills_its_group_exits_zero_and_leaves_the_job_to_
     assert_eq!(row.status, "done", "{row:?}");
     let result = row.result.unwrap();
     assert!((result["media"]["duration_s"].as_f64().unwrap() - 1200.0).abs() < 1.0, "{result}");
-    let outcomes: Vec<Option<String>> = app.executions(id).await.into_iter().map(|e| e.1).collect();
+    // The execution's outcome is written just after the row (the ledger, then the job in Redis).
+    let outcomes = eventually(LIMIT, "the second execution's outcome", async || {
+        let outcomes: Vec<Option<String>> = app.executions(id).await.into_iter().map(|e| e.1).collect();
+        outcomes.iter().all(Option::is_some).then_some(outcomes)
+    })
+    .await;
     assert_eq!(outcomes, [Some("interrupted".to_owned()), Some("done".to_owned())]);
     let job = app.files.get_job(&id.to_string()).await.unwrap().unwrap();
     assert_eq!(job.stalled_counter, 1, "recovered by the stalled check, not by a failed attempt");
