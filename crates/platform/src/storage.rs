@@ -1,6 +1,8 @@
 //! Where files live: one layer over the `object_store` crate, used by api-svc and worker-svc
-//! alike. Today the store is local files under `STORAGE_DIR`; `STORAGE_URL` (S3 and friends)
-//! plugs in here without the services changing.
+//! alike: local files under `STORAGE_DIR` by default, or S3-compatible object storage when
+//! `STORAGE_URL=s3://bucket[/prefix]` (AWS S3, Garage, MinIO, R2...), configured by the standard
+//! variables `AWS_ENDPOINT_URL` (path-style requests when set), `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY` and `AWS_REGION`.
 //!
 //! Keys: `files/<id>/original` for an upload, `files/<id>/artifacts/<name>` for what processing
 //! makes. A client's filename never becomes part of a key.
@@ -17,14 +19,22 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, RetryConfig};
 use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, WriteMultipart};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::env::{ConfigError, Env};
+
+/// Limit of one S3 request (and of its retries together).
+pub const S3_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Limit of connecting to S3.
+const S3_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Chunk size of multipart writes.
 const PART_SIZE: usize = 5 * 1024 * 1024;
@@ -96,20 +106,62 @@ pub struct Storage {
 
 impl Storage {
     /// `STORAGE_URL` unset: local files under `STORAGE_DIR` (required; created if missing).
-    /// Object storage (`STORAGE_URL=s3://…`) is not built yet and is refused naming the
-    /// variable.
+    /// `STORAGE_URL=s3://bucket[/prefix]`: S3 (see the module docs). A bad value names its
+    /// variable; credentials never appear in errors or in [`Storage::describe`].
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        if let Some(url) = env.get("STORAGE_URL") {
-            return Err(ConfigError::new(
-                "STORAGE_URL",
-                format!(
-                    "{:?}: only local files (STORAGE_DIR) are supported by this build",
-                    url.split('?').next().unwrap_or("")
-                ),
-            ));
+        match env.get("STORAGE_URL") {
+            Some(url) => Self::s3(url, env),
+            None => {
+                let dir = env.required("STORAGE_DIR")?;
+                Self::local(FsPath::new(&dir)).map_err(|e| ConfigError::new("STORAGE_DIR", format!("{dir}: {e}")))
+            }
         }
-        let dir = env.required("STORAGE_DIR")?;
-        Self::local(FsPath::new(&dir)).map_err(|e| ConfigError::new("STORAGE_DIR", format!("{dir}: {e}")))
+    }
+
+    /// S3-compatible object storage at `url` (`s3://bucket[/prefix]`), with the `AWS_*`
+    /// variables of `env`. Requests time out after [`S3_TIMEOUT`] and are retried twice at most,
+    /// so a store that is down is known within seconds (uploads then get 503).
+    fn s3(url: &str, env: &Env) -> Result<Self, ConfigError> {
+        let bad = |m: String| ConfigError::new("STORAGE_URL", m);
+        let rest = url.strip_prefix("s3://").ok_or_else(|| bad(format!("{url:?}: only s3:// URLs are supported")))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() || bucket.contains(['?', '#', '@']) {
+            return Err(bad(format!("{url:?}: expected s3://bucket or s3://bucket/prefix")));
+        }
+        let prefix = prefix.trim_matches('/');
+        let mut builder = AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region(env.get("AWS_REGION").unwrap_or("us-east-1"))
+            .with_client_options(ClientOptions::new().with_timeout(S3_TIMEOUT).with_connect_timeout(S3_CONNECT_TIMEOUT))
+            .with_retry(RetryConfig { max_retries: 2, retry_timeout: S3_TIMEOUT, ..RetryConfig::default() });
+        let mut at = "AWS".to_owned();
+        if let Some(endpoint) = env.get("AWS_ENDPOINT_URL") {
+            let (scheme, rest) = endpoint.split_once("://").unwrap_or(("", ""));
+            // The host and port only: never userinfo, path or query in a description.
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("").rsplit('@').next().unwrap_or("");
+            if !matches!(scheme, "http" | "https") || host.is_empty() {
+                return Err(ConfigError::new("AWS_ENDPOINT_URL", "expected http(s)://host[:port]"));
+            }
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(scheme == "http")
+                .with_virtual_hosted_style_request(false);
+            at = format!("{scheme}://{host}");
+        }
+        match (env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")) {
+            (Some(id), Some(secret)) => builder = builder.with_access_key_id(id).with_secret_access_key(secret),
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(ConfigError::new("AWS_SECRET_ACCESS_KEY", "is required with AWS_ACCESS_KEY_ID"));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new("AWS_ACCESS_KEY_ID", "is required with AWS_SECRET_ACCESS_KEY"));
+            }
+        }
+        let s3 = builder.build().map_err(|e| bad(format!("{url:?}: {e}")))?;
+        let store: Arc<dyn ObjectStore> =
+            if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) };
+        Ok(Storage { store, local_root: None, description: format!("S3 bucket {bucket} prefix /{prefix} at {at}") })
     }
 
     /// Local files under `dir`.
@@ -279,6 +331,26 @@ mod tests {
 
     fn chunks(parts: &[&'static [u8]]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
         futures_util::stream::iter(parts.iter().map(|p| Ok(Bytes::from_static(p))).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn s3_configuration_names_the_variable_at_fault_and_hides_credentials() {
+        let env = |pairs: &[(&'static str, &'static str)]| Env::from_pairs(pairs.iter().copied());
+        let var = |pairs: &[(&'static str, &'static str)]| Storage::from_env(&env(pairs)).unwrap_err().var;
+        assert_eq!(var(&[("STORAGE_URL", "gs://bucket")]), "STORAGE_URL");
+        assert_eq!(var(&[("STORAGE_URL", "s3://")]), "STORAGE_URL");
+        assert_eq!(var(&[("STORAGE_URL", "s3://b"), ("AWS_ENDPOINT_URL", "garage:3900")]), "AWS_ENDPOINT_URL");
+        assert_eq!(var(&[("STORAGE_URL", "s3://b"), ("AWS_ACCESS_KEY_ID", "GK1")]), "AWS_SECRET_ACCESS_KEY");
+        let storage = Storage::from_env(&env(&[
+            ("STORAGE_URL", "s3://files/stack-a/"),
+            ("AWS_ENDPOINT_URL", "http://user:pw@127.0.0.1:3900/"),
+            ("AWS_ACCESS_KEY_ID", "GK0123"),
+            ("AWS_SECRET_ACCESS_KEY", "very-secret"),
+        ]))
+        .unwrap();
+        let described = storage.describe();
+        assert_eq!(described, "S3 bucket files prefix /stack-a at http://127.0.0.1:3900");
+        assert!(!described.contains("very-secret") && !described.contains("pw"));
     }
 
     #[tokio::test]
