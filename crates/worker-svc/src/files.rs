@@ -298,6 +298,11 @@ impl ProgressSink for Span<'_> {
     }
 }
 
+/// First pause before reading the upload again from a store that did not answer.
+const STORE_RETRY_FIRST: std::time::Duration = std::time::Duration::from_secs(1);
+/// Longest pause between those reads.
+const STORE_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn process(ctx: &Context, job: &ActiveJob, row: &FileRecord, watch: &Watch) -> Result<Processed, Problem> {
     let id = row.id;
     let progress = Progress { job, last: AtomicU32::new(0) };
@@ -305,9 +310,26 @@ async fn process(ctx: &Context, job: &ActiveJob, row: &FileRecord, watch: &Watch
         ctx.scratch.job_dir(id, job.attempt()).map_err(|e| Problem::transient(format!("scratch directory: {e}")))?;
     let original = dir.file("original");
     let key = Storage::original_key(id);
-    let stored = tokio::select! {
-        interrupt = watch.wait() => return Err(Problem::Interrupted(interrupt)),
-        stored = ctx.storage.download_to(&key, &original) => stored,
+    // A store that does not answer (S3 down, a network cut) is waited for, within this attempt
+    // (its lock is renewed meanwhile), rather than spending the job's attempts: the file is
+    // processed once the store is back. The job's timeout, lock loss and shutdown still end it.
+    let mut pause = STORE_RETRY_FIRST;
+    let stored = loop {
+        let stored = tokio::select! {
+            interrupt = watch.wait() => return Err(Problem::Interrupted(interrupt)),
+            stored = ctx.storage.download_to(&key, &original) => stored,
+        };
+        match stored {
+            Err(StorageError::Store(e)) => {
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "the store does not answer; waiting for it");
+                tokio::select! {
+                    interrupt = watch.wait() => return Err(Problem::Interrupted(interrupt)),
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(STORE_RETRY_MAX);
+            }
+            other => break other,
+        }
     };
     let stored = match stored {
         Ok(stored) => stored,
