@@ -76,6 +76,8 @@ pub struct Stack {
     pub redis_url: String,
     /// Their queue prefix.
     pub prefix: String,
+    /// worker-svc's environment, to start another like it.
+    worker_env: Vec<(String, String)>,
     /// Storage, scratch and logs; removed last.
     dir: tempfile::TempDir,
 }
@@ -146,8 +148,8 @@ impl Stack {
             ("WORKER_RECONCILE_MIN_AGE_MS", "60000".to_owned()),
             ("WEBHOOK_TIMEOUT_MS", "3000".to_owned()),
         ]);
-        let worker =
-            Service::start("worker-svc", &with(worker_env.clone(), &options.worker_vars), &dir.path().join("logs"));
+        let worker_full_env = with(worker_env.clone(), &options.worker_vars);
+        let worker = Service::start("worker-svc", &worker_full_env, &dir.path().join("logs"));
         let (health, health_base) = if options.health {
             let addr = free_addr();
             let mut env: Vec<(&'static str, String)> =
@@ -171,6 +173,7 @@ impl Stack {
             db,
             redis_url,
             prefix,
+            worker_env: worker_full_env,
             dir,
         };
         let mut health_urls = vec![format!("{}/readyz", stack.api_base), format!("{}/livez", stack.metrics_base)];
@@ -185,6 +188,11 @@ impl Stack {
             .await;
         }
         stack
+    }
+
+    /// worker-svc's environment as it was started, to start a second worker like it.
+    pub fn worker_env(&self) -> Vec<(String, String)> {
+        self.worker_env.clone()
     }
 
     /// The stack's storage directory.

@@ -187,7 +187,7 @@ impl Drop for RedisServer {
 }
 
 /// A port that was free a moment ago (the OS picks it for a listener that is dropped at once).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|listener| listener.local_addr())
         .unwrap_or_else(|err| panic!("cannot bind a TCP listener on 127.0.0.1:0: {err}"))

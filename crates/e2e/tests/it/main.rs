@@ -11,4 +11,5 @@ mod nothing_lost;
 mod ops_page;
 mod processing;
 mod run_script;
+mod s3;
 mod startup;

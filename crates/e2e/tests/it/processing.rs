@@ -23,7 +23,11 @@ fn artifact_links(file: &Value) -> Vec<(String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_an_image_a_sound_and_a_text_go_through_both_binaries() {
-    let stack = Stack::start(StackOptions::default()).await;
+    media_suite(&Stack::start(StackOptions::default()).await).await;
+}
+
+/// The media suite against `stack`, whatever its storage: the same in local and S3 mode.
+pub(crate) async fn media_suite(stack: &Stack) {
     let media = Media::new();
     let probes = tempfile::tempdir().unwrap();
 
