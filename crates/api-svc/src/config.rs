@@ -10,7 +10,7 @@
 //! | `MAX_UPLOAD_BYTES` | `1073741824` (1 GiB) | largest accepted upload, enforced while streaming |
 //! | `WEBHOOK_SECRET` | unset | `whsec_<base64>`; unset, uploads with a `callback_url` are refused (400 `callbacks_disabled`) |
 //! | `CALLBACK_ALLOWED_HOSTS` | empty | hosts (`host` or `host:port`) a callback may reach over http or at a non-public address |
-//! | `STORAGE_DIR` | required | where files are stored (`STORAGE_URL`, object storage, is refused by this build) |
+//! | `STORAGE_DIR` | required unless `STORAGE_URL` | where files are stored; `STORAGE_URL=s3://bucket[/prefix]` (with the `AWS_*` variables) stores them in S3 instead |
 //! | `DATABASE_URL` | required | Postgres; migrations are applied at start-up |
 //! | `DATABASE_MAX_CONNECTIONS` | `5` | the Postgres pool's size |
 //! | `DATABASE_ACQUIRE_TIMEOUT_MS` | `3000` | how long a request waits for a pooled connection |
@@ -199,7 +199,7 @@ mod tests {
         assert_eq!(error_var(&[("REDIS_COMMAND_TIMEOUT_MS", "soon")]), "REDIS_COMMAND_TIMEOUT_MS");
         assert_eq!(error_var(&[("DATABASE_URL", "")]), "DATABASE_URL");
         assert_eq!(error_var(&[("DATABASE_TIMEOUT_MS", "0")]), "DATABASE_TIMEOUT_MS");
-        assert_eq!(error_var(&[("STORAGE_URL", "s3://bucket")]), "STORAGE_URL");
+        assert_eq!(error_var(&[("STORAGE_URL", "gs://bucket")]), "STORAGE_URL");
         assert_eq!(error_var(&[("API_TOKEN", "typo")]), "API_TOKEN");
     }
 

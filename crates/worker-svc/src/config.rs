@@ -6,7 +6,7 @@
 //! | `REDIS_URL`, `QUEUE_PREFIX`, `REDIS_MAX_CONNECTIONS`, `REDIS_*_TIMEOUT_MS` | queue-core's |
 //! | `DATABASE_URL` | required |
 //! | `DATABASE_MAX_CONNECTIONS`, `DATABASE_ACQUIRE_TIMEOUT_MS` | 5, 3000 |
-//! | `STORAGE_DIR` | required |
+//! | `STORAGE_DIR` | required unless `STORAGE_URL` (S3, with the `AWS_*` variables) |
 //! | `WORKER_CONCURRENCY` | 2 (files at once) |
 //! | `WORKER_WEBHOOK_CONCURRENCY` | 4 (callbacks at once) |
 //! | `WORKER_BLOCKING` | `false` (zero-blocking: 2 Redis connections) |

@@ -43,12 +43,26 @@ async fn two_workers_without_a_shared_disk_process_every_upload_exactly_once() {
     let logs = tempfile::tempdir().unwrap();
     let mut env = stack.worker_env();
     env.retain(|(k, _)| k != "METRICS_ADDR" && k != "WORKER_SCRATCH_DIR");
-    env.push(("METRICS_ADDR".to_owned(), free_addr().to_string()));
     env.push(("WORKER_SCRATCH_DIR".to_owned(), scratch.path().to_str().unwrap().to_owned()));
+    let second_metrics = free_addr();
+    env.retain(|(k, _)| k != "METRICS_ADDR");
+    env.push(("METRICS_ADDR".to_owned(), second_metrics.to_string()));
     let second = Service::start("worker-svc", &env, logs.path());
+    eventually(LIMIT, "the second worker to be live", async || {
+        let answer = stack.client.get(format!("http://{second_metrics}/livez")).send().await.ok()?;
+        answer.status().is_success().then_some(())
+    })
+    .await;
 
+    // Short videos (ffmpeg takes a moment each) among text files, so that one worker cannot
+    // take everything before the other wakes.
+    let media = test_support::Media::new();
+    let clip = media.video("short.mp4", 1, "64x48");
     let mut ids = Vec::new();
-    for i in 0..20 {
+    for i in 0..6 {
+        ids.push(stack.accepted(&format!("v{i}.mp4"), "video/mp4", clip.clone()).await);
+    }
+    for i in 0..14 {
         ids.push(stack.accepted(&format!("n{i}.txt"), "text/plain", format!("file {i}\n").into_bytes()).await);
     }
     for id in &ids {
