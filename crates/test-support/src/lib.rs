@@ -7,12 +7,14 @@
 //! * [`resp_command`]: one raw RESP command over a plain TCP socket, without async or a Redis
 //!   client crate (for `CONFIG SET`, `DEBUG SLEEP`, and readiness checks).
 //! * [`fresh_database`]: a new, empty Postgres database per test, on the test server.
+//! * [`files_under`]: every file below a directory (what a test left on disk).
 //! * [`Garage`]: a private single-node Garage (S3-compatible object storage) for S3 mode.
 //! * [`Media`] and [`probe`]: test media made by ffmpeg's `lavfi` sources, and ffprobe's view of
 //!   what a worker made.
 //! * [`NodePeer`]: runs the pinned Node Bull 4 peer (`tests/node/bull-peer.js`) for interop tests.
 #![warn(missing_docs)]
 
+mod files;
 mod garage;
 mod media;
 mod names;
@@ -21,6 +23,7 @@ mod postgres;
 mod redis_server;
 mod resp;
 
+pub use files::files_under;
 pub use garage::{GARAGE_ACCESS_KEY, GARAGE_BUCKET, GARAGE_SECRET_KEY, Garage, garage_binary};
 pub use media::{Media, probe};
 pub use names::{redis_url, unique};

@@ -4,7 +4,7 @@
 //! link to Postgres.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use api_svc::{Application, Config};
@@ -167,20 +167,8 @@ impl TestApp {
 
     /// Every file under the storage directory (directories left empty do not count).
     pub(crate) fn stored_files(&self) -> Vec<PathBuf> {
-        walk(self.storage_dir.path())
+        test_support::files_under(self.storage_dir.path())
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.path().is_dir() {
-            out.extend(walk(&entry.path()));
-        } else {
-            out.push(entry.path());
-        }
-    }
-    out
 }
 
 /// Asserts a JSON error body with `code` and returns it.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use e2e::{Service, Stack, StackOptions, eventually, free_addr};
 use reqwest::StatusCode;
 use serde_json::Value;
-use test_support::Garage;
+use test_support::{Garage, files_under};
 
 use crate::processing::media_suite;
 
@@ -30,7 +30,7 @@ async fn the_media_suite_passes_with_files_in_s3() {
     assert!(stack.api.log().contains("S3 bucket files"), "api-svc stores in S3:\n{}", stack.api.log());
     media_suite(&stack).await;
     // Nothing was written to the local storage directory.
-    let local: Vec<_> = walk(&stack.storage_dir());
+    let local: Vec<_> = files_under(&stack.storage_dir());
     assert!(local.is_empty(), "S3 mode leaves the local store empty: {local:?}");
 }
 
@@ -73,7 +73,7 @@ async fn two_workers_without_a_shared_disk_process_every_upload_exactly_once() {
         sqlx::query_scalar("SELECT DISTINCT worker FROM executions").fetch_all(&stack.db).await.unwrap();
     assert_eq!(workers.len(), 2, "both workers took files: {workers:?}");
     drop(second);
-    let left = walk(scratch.path());
+    let left = files_under(scratch.path());
     assert!(left.is_empty(), "no scratch file remains: {left:?}");
 }
 
@@ -109,16 +109,4 @@ async fn with_garage_stopped_uploads_get_503_and_what_was_acknowledged_is_proces
     let after = stack.accepted("after.txt", "text/plain", b"after the outage\n".to_vec()).await;
     assert_eq!(stack.finished(after, LIMIT).await["status"], "done");
     assert!(stack.api.running() && stack.worker.running(), "no service was restarted");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if entry.path().is_dir() {
-            out.extend(walk(&entry.path()));
-        } else {
-            out.push(entry.path());
-        }
-    }
-    out
 }

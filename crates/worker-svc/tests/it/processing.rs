@@ -125,7 +125,7 @@ async fn a_truncated_mp4_fails_for_good_with_a_reason() {
     assert_eq!(job.failed_reason.as_deref(), Some(reason.as_str()));
     assert_eq!(row.attempts, 1);
     // Nothing left in scratch.
-    let leftovers: Vec<_> = walk(app.place.scratch_dir.path());
+    let leftovers: Vec<_> = test_support::files_under(app.place.scratch_dir.path());
     assert!(leftovers.is_empty(), "{leftovers:?}");
     app.stop().await;
 }
@@ -144,16 +144,4 @@ async fn content_that_does_not_match_its_checksum_fails_for_good() {
     let job = app.job_in_state(&app.files, &id.to_string(), JobState::Failed, LIMIT).await;
     assert_eq!(job.attempts_made, 1);
     app.stop().await;
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        if entry.path().is_dir() {
-            out.extend(walk(&entry.path()));
-        } else {
-            out.push(entry.path());
-        }
-    }
-    out
 }
