@@ -57,7 +57,7 @@ impl Application {
             tracing::warn!(error = %e, "redis does not answer yet; uploads are recorded and enqueued later");
         }
         let files = Queue::new(&connections, platform::jobs::FILES_QUEUE)?;
-        let metrics = Arc::new(Metrics::new(connections.clone(), db.clone()));
+        let metrics = Arc::new(Metrics::new(connections.clone(), db.clone(), &config.storage));
         let state = AppState {
             db,
             storage: config.storage,

@@ -10,6 +10,7 @@
 
 use platform::metrics::{ConnectionStats, PoolStats, RequestMetrics};
 use platform::records::Database;
+use platform::storage::Storage;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -63,13 +64,14 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     /// Registers everything, with `connections` and `database`'s pool read at each scrape.
-    pub(crate) fn new(connections: Connections, database: Database) -> Self {
+    pub(crate) fn new(connections: Connections, database: Database, storage: &Storage) -> Self {
         let mut registry = Registry::default();
         let requests = RequestMetrics::register(&mut registry);
         let uploads = Family::<OutcomeLabels, Counter>::default();
         let upload_bytes = Counter::default();
         registry.register("uploads", "Uploads that reached the handler, by outcome", uploads.clone());
         registry.register("upload_bytes", "Bytes of accepted uploads", upload_bytes.clone());
+        storage.report(&mut registry, &connections);
         registry.register_collector(Box::new(ConnectionStats::new(connections)));
         registry.register_collector(Box::new(PoolStats::new(database)));
         // Every outcome is a series from the start, so a rate over the first one is not lost.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use inspect::clients::{client_list, usage};
 use inspect::server::{Info, PingSample, ping_sample};
+use platform::storage::stats::{HEARTBEAT_FACT, StoreSnapshot};
 use queue_core::{Connections, HeartbeatRecord, JobCounts, JobState, QueueView, Role};
 use serde::Serialize;
 
@@ -19,6 +20,8 @@ const PINGS: usize = 5;
 const CLIENTS_WARN: f64 = 0.8;
 /// A waiting job older than this is a problem.
 const OLDEST_WAITING_WARN_S: f64 = 60.0;
+/// A process's file store failure this recent (by its last heartbeat) is a problem.
+const STORE_ERROR_RECENT_S: f64 = 60.0;
 
 /// Everything `/ops` shows.
 #[derive(Clone, Debug, Serialize)]
@@ -105,6 +108,8 @@ pub struct ProcessFacts {
     pub open: usize,
     /// Seconds since that heartbeat.
     pub age_s: f64,
+    /// Its file store's requests by operation, when it uses the store (api-svc, worker-svc).
+    pub storage: Option<StoreSnapshot>,
 }
 
 /// One service's Redis connections.
@@ -206,6 +211,7 @@ impl Ops {
                 budget: b.budget,
                 open: b.open,
                 age_s: now_ms.saturating_sub(b.at_ms) as f64 / 1000.0,
+                storage: b.facts.get(HEARTBEAT_FACT).and_then(|v| serde_json::from_value(v.clone()).ok()),
             })
             .collect();
         let connections = connection_facts(c, &beats).await;
@@ -306,6 +312,19 @@ pub fn problems(r: &OpsReport) -> Vec<String> {
     }
     if !r.canary.verdict.ok {
         out.push(format!("The canary is {}.", r.canary.verdict.summary));
+    }
+    let now_ms =
+        chrono::DateTime::parse_from_rfc3339(&r.generated_at).map_or(0, |t| t.timestamp_millis().max(0) as u64);
+    for w in &r.workers {
+        if let Some(last) = w.storage.as_ref().and_then(|s| s.last_error.as_ref()) {
+            let ago_s = now_ms.saturating_sub(last.at_ms) as f64 / 1000.0;
+            if ago_s <= STORE_ERROR_RECENT_S {
+                out.push(format!(
+                    "{} {}: the file store failed {ago_s:.0} s ago ({}: {}).",
+                    w.service, w.instance, last.op, last.error
+                ));
+            }
+        }
     }
     for s in &r.connections.services {
         if s.over_budget {

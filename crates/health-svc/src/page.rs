@@ -159,6 +159,40 @@ table{{border-collapse:collapse;width:100%}} td,th{{text-align:left;padding:.25r
     }
     h.push_str("</table>");
 
+    h.push_str("<h2>File store (by process, since it started)</h2><table><tr><th>instance</th><th>backend</th><th>operation</th><th>requests</th><th>errors</th><th>bytes</th><th>mean</th></tr>");
+    for w in &r.workers {
+        let Some(store) = &w.storage else { continue };
+        let rows = store.ops.len().max(1) + usize::from(store.last_error.is_some());
+        let _ = write!(
+            h,
+            r#"<tr><td rowspan="{rows}">{}<br><small>{}</small></td><td rowspan="{rows}">{}</td>"#,
+            esc(&w.instance),
+            esc(&w.service),
+            esc(&store.backend)
+        );
+        if store.ops.is_empty() {
+            h.push_str("<td colspan=\"5\">no request yet</td></tr>");
+        }
+        for (i, (op, o)) in store.ops.iter().enumerate() {
+            if i > 0 {
+                h.push_str("<tr>");
+            }
+            let errors = if o.errors > 0 { format!("<b>{}</b>", o.errors) } else { "0".to_owned() };
+            let _ = write!(
+                h,
+                "<td>{}</td><td>{}</td><td>{errors}</td><td>{}</td><td>{:.1} ms</td></tr>",
+                esc(op),
+                o.requests,
+                o.bytes,
+                o.mean_ms
+            );
+        }
+        if let Some(last) = &store.last_error {
+            let _ = write!(h, r#"<tr><td colspan="5">last error ({}): {}</td></tr>"#, esc(&last.op), esc(&last.error));
+        }
+    }
+    h.push_str("</table>");
+
     let redis = &r.redis;
     let opt = |v: &Option<String>| v.as_deref().map_or("?".to_owned(), esc);
     let _ = write!(

@@ -12,9 +12,13 @@
 //! upload that fails or is too large is aborted, so nothing is ever visible under a final key
 //! until it is whole.
 
+pub mod stats;
+
+use std::future::Future;
 use std::ops::Range;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
@@ -24,20 +28,27 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, RetryConfig};
-use object_store::{GetOptions, GetRange, ObjectMeta, ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{
+    GetOptions, GetRange, MultipartUpload, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, PutResult, UploadPart,
+    WriteMultipart,
+};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use uuid::Uuid;
 
 use crate::env::{ConfigError, Env};
+use stats::{StoreOp, StoreStats};
 
 /// Limit of one S3 request (and of its retries together).
 pub const S3_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Limit of connecting to S3.
 const S3_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Chunk size of multipart writes.
+/// Chunk size of multipart writes: S3's smallest part (all but the last must be at least this).
 const PART_SIZE: usize = 5 * 1024 * 1024;
+/// Parts sent at once by one upload (see [`WriteMultipart::wait_for_capacity`]: a part is sent
+/// only once the previous one is done).
+const PARTS_IN_FLIGHT: usize = 1;
 
 /// What went wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +113,8 @@ pub struct Storage {
     /// The directory of the local store, to fsync what lands there.
     local_root: Option<PathBuf>,
     description: String,
+    /// Every request made, by operation.
+    stats: Arc<StoreStats>,
 }
 
 impl Storage {
@@ -161,7 +174,12 @@ impl Storage {
         let s3 = builder.build().map_err(|e| bad(format!("{url:?}: {e}")))?;
         let store: Arc<dyn ObjectStore> =
             if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) };
-        Ok(Storage { store, local_root: None, description: format!("S3 bucket {bucket} prefix /{prefix} at {at}") })
+        Ok(Storage {
+            store,
+            local_root: None,
+            description: format!("S3 bucket {bucket} prefix /{prefix} at {at}"),
+            stats: Arc::new(StoreStats::new("s3")),
+        })
     }
 
     /// Local files under `dir`.
@@ -173,12 +191,45 @@ impl Storage {
             store: Arc::new(store),
             description: format!("local files under {}", root.display()),
             local_root: Some(root),
+            stats: Arc::new(StoreStats::new("local")),
         })
     }
 
     /// What the store is, for logs and ops pages (no credentials).
     pub fn describe(&self) -> &str {
         &self.description
+    }
+
+    /// The counters of every request made to the store (shared by clones).
+    pub fn stats(&self) -> &Arc<StoreStats> {
+        &self.stats
+    }
+
+    /// Shows the store's counters in `registry` (the `storage_*` series of [`stats`]) and in the
+    /// process's heartbeat, where health-svc's `/ops` reads them.
+    pub fn report(&self, registry: &mut prometheus_client::registry::Registry, connections: &queue_core::Connections) {
+        self.stats.register(registry);
+        let stats = self.stats.clone();
+        connections.report_in_heartbeat(stats::HEARTBEAT_FACT, move || {
+            serde_json::to_value(stats.snapshot()).unwrap_or_default()
+        });
+    }
+
+    /// Runs one request of `op`, counting it. A missing object is an answer, not a failure of
+    /// the store.
+    async fn timed<T>(
+        &self,
+        op: StoreOp,
+        request: impl Future<Output = object_store::Result<T>>,
+    ) -> object_store::Result<T> {
+        let started = Instant::now();
+        let result = request.await;
+        let error = match &result {
+            Err(e) if !matches!(e, object_store::Error::NotFound { .. }) => Some(e as &dyn std::fmt::Display),
+            _ => None,
+        };
+        self.stats.record(op, started.elapsed(), error);
+        result
     }
 
     /// The key of a file's upload.
@@ -199,8 +250,10 @@ impl Storage {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let upload = self.store.put_multipart(key).await.map_err(StorageError::from_store)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let upload = self.timed(StoreOp::CreateUpload, self.store.put_multipart(key)).await;
+        let upload =
+            Box::new(MeteredUpload { inner: upload.map_err(StorageError::from_store)?, stats: self.stats.clone() });
+        let mut writer = AbortOnDrop(Some(WriteMultipart::new_with_chunk_size(upload, PART_SIZE)));
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut body = body;
@@ -214,19 +267,23 @@ impl Storage {
                         break Some(StorageError::TooLarge { limit });
                     }
                     hasher.update(&chunk);
-                    if let Err(e) = writer.wait_for_capacity(4).await {
+                    // One part in flight at most while the next fills: memory stays at about
+                    // two parts whatever the file's size and the store's speed.
+                    if let Err(e) = writer.get().wait_for_capacity(PARTS_IN_FLIGHT).await {
                         break Some(StorageError::from_store(e));
                     }
-                    writer.put(chunk);
+                    writer.get().put(chunk);
                 }
             }
         };
+        let writer = writer.0.take().expect("the upload is still open");
         if let Some(e) = failed {
             if let Err(abort) = writer.abort().await {
                 tracing::warn!(key = %key, error = %abort, "could not abort an upload");
             }
             return Err(e);
         }
+        // `finish` aborts the upload itself when it fails.
         writer.finish().await.map_err(StorageError::from_store)?;
         self.sync(key).await?;
         Ok(Stored { size, sha256: hex::encode(hasher.finalize()) })
@@ -257,7 +314,7 @@ impl Storage {
 
     /// Size and ETag of `key`.
     pub async fn head(&self, key: &Path) -> Result<Meta, StorageError> {
-        self.store.head(key).await.map(Meta::from).map_err(StorageError::from_store)
+        self.timed(StoreOp::Head, self.store.head(key)).await.map(Meta::from).map_err(StorageError::from_store)
     }
 
     /// The bytes of `key` (a `range` of them when given), as a stream, with the object's meta
@@ -268,9 +325,15 @@ impl Storage {
         range: Option<Range<u64>>,
     ) -> Result<(Meta, Range<u64>, BoxStream<'static, Result<Bytes, StorageError>>), StorageError> {
         let options = GetOptions { range: range.map(GetRange::Bounded), ..Default::default() };
-        let got = self.store.get_opts(key, options).await.map_err(StorageError::from_store)?;
+        let got =
+            self.timed(StoreOp::Get, self.store.get_opts(key, options)).await.map_err(StorageError::from_store)?;
         let (meta, served) = (Meta::from(got.meta.clone()), got.range.clone());
-        Ok((meta, served, got.into_stream().map_err(StorageError::from_store).boxed()))
+        let stats = self.stats.clone();
+        let body = got.into_stream().inspect(move |chunk| match chunk {
+            Ok(bytes) => stats.bytes(StoreOp::Get, bytes.len() as u64),
+            Err(e) => stats.failed(StoreOp::Get, e),
+        });
+        Ok((meta, served, body.map_err(StorageError::from_store).boxed()))
     }
 
     /// Copies `key` to a local file (ffmpeg reads files), returning its size and sha256.
@@ -292,9 +355,10 @@ impl Storage {
     /// Deletes every object of file `id` (its upload and artifacts); deleting nothing is fine.
     pub async fn delete_file(&self, id: Uuid) -> Result<(), StorageError> {
         let prefix = Path::from_iter(["files", &id.to_string()]);
-        let keys: Vec<Path> = self.store.list(Some(&prefix)).map_ok(|m| m.location).try_collect().await?;
+        let listing = self.store.list(Some(&prefix)).map_ok(|m| m.location).try_collect::<Vec<Path>>();
+        let keys = self.timed(StoreOp::List, listing).await?;
         for key in keys {
-            match self.store.delete(&key).await {
+            match self.timed(StoreOp::Delete, self.store.delete(&key)).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
@@ -305,7 +369,74 @@ impl Storage {
     /// A cheap request that proves the store answers (readiness).
     pub async fn ping(&self) -> Result<(), StorageError> {
         let probe = Path::from("files");
-        self.store.list_with_delimiter(Some(&probe)).await.map(drop).map_err(StorageError::from_store)
+        let listing = self.store.list_with_delimiter(Some(&probe));
+        self.timed(StoreOp::List, listing).await.map(drop).map_err(StorageError::from_store)
+    }
+}
+
+/// An upload being written, aborted if dropped unfinished: an upload request whose client went
+/// away may be dropped (cancelled) by the server in the middle of a part, and must not leave an
+/// incomplete multipart upload behind.
+struct AbortOnDrop(Option<WriteMultipart>);
+
+impl AbortOnDrop {
+    fn get(&mut self) -> &mut WriteMultipart {
+        self.0.as_mut().expect("the upload is still open")
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        let Some(writer) = self.0.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = writer.abort().await {
+                        tracing::warn!(error = %e, "could not abort a cancelled upload");
+                    }
+                });
+            }
+            Err(_) => tracing::warn!("a cancelled upload could not be aborted: no runtime"),
+        }
+    }
+}
+
+/// A multipart upload whose requests are counted in the store's [`StoreStats`].
+#[derive(Debug)]
+struct MeteredUpload {
+    inner: Box<dyn MultipartUpload>,
+    stats: Arc<StoreStats>,
+}
+
+#[async_trait::async_trait]
+impl MultipartUpload for MeteredUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        let bytes = data.content_length() as u64;
+        let stats = self.stats.clone();
+        let request = self.inner.put_part(data);
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = request.await;
+            stats.record(StoreOp::PutPart, started.elapsed(), result.as_ref().err().map(|e| e as _));
+            if result.is_ok() {
+                stats.bytes(StoreOp::PutPart, bytes);
+            }
+            result
+        })
+    }
+
+    async fn complete(&mut self) -> object_store::Result<PutResult> {
+        let started = Instant::now();
+        let result = self.inner.complete().await;
+        self.stats.record(StoreOp::CompleteUpload, started.elapsed(), result.as_ref().err().map(|e| e as _));
+        result
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        let started = Instant::now();
+        let result = self.inner.abort().await;
+        self.stats.record(StoreOp::AbortUpload, started.elapsed(), result.as_ref().err().map(|e| e as _));
+        result
     }
 }
 
@@ -376,6 +507,29 @@ mod tests {
         // Nothing is left on disk: no staged part, no directory entry for the aborted upload.
         let leftovers: Vec<_> = walk(dir.path());
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn an_upload_dropped_midway_is_aborted() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::local(dir.path()).unwrap();
+        let key = Storage::original_key(Uuid::new_v4());
+        // A body that sends 6 MiB (a part goes out) and then never ends, like a client that
+        // stalled; the server gives up on the request, dropping the upload.
+        let first = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(vec![1u8; 6 << 20]))]);
+        let body = Box::pin(first.chain(futures_util::stream::pending()));
+        let cut = tokio::time::timeout(std::time::Duration::from_millis(300), storage.put_stream(&key, body, u64::MAX));
+        assert!(cut.await.is_err(), "the upload was still waiting for its body");
+        let staged = walk(dir.path());
+        assert!(!staged.is_empty(), "the upload had staged its first part");
+        for _ in 0..100 {
+            if walk(dir.path()).is_empty() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(walk(dir.path()).is_empty(), "staged parts remain: {:?}", walk(dir.path()));
+        assert_eq!(storage.stats().snapshot().ops["abort_upload"].requests, 1);
     }
 
     fn walk(dir: &FsPath) -> Vec<PathBuf> {

@@ -163,6 +163,16 @@ impl Connections {
         }
     }
 
+    /// Adds the fact `name` to this process's heartbeat: `source` is read at each beat (it must
+    /// be cheap, and its value small). Ops pages read facts with
+    /// [`live_heartbeats`](Self::live_heartbeats); the service decides what they mean. Nothing
+    /// happens without a heartbeat.
+    pub fn report_in_heartbeat(&self, name: &str, source: impl Fn() -> serde_json::Value + Send + Sync + 'static) {
+        if let Some(heartbeat) = &self.inner.heartbeat {
+            heartbeat.add_fact(name, Box::new(source));
+        }
+    }
+
     /// Budget and per-role statistics (serialisable, for `/metrics` and ops pages).
     pub fn stats(&self) -> BudgetStats {
         self.inner.budget.stats()

@@ -8,7 +8,7 @@
 //! reserved for this. [`Connections`](crate::Connections) writes its process's record; nothing
 //! else does.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,7 +44,15 @@ pub struct HeartbeatRecord {
     pub at_ms: u64,
     /// Heartbeat period (ms); the record expires after three.
     pub interval_ms: u64,
+    /// What the process adds about itself, by name (see
+    /// [`Connections::report_in_heartbeat`](crate::Connections::report_in_heartbeat)), read
+    /// at each beat.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub facts: BTreeMap<String, serde_json::Value>,
 }
+
+/// Reads one fact of a process at each heartbeat.
+pub(crate) type FactSource = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// What a process's heartbeat says, kept up to date by [`Connections`](crate::Connections).
 pub(crate) struct Heartbeat {
@@ -53,6 +61,7 @@ pub(crate) struct Heartbeat {
     pub(crate) prefix: String,
     pub(crate) interval: Duration,
     queues: Mutex<BTreeSet<String>>,
+    facts: Mutex<BTreeMap<String, FactSource>>,
     /// Wakes the heartbeat task to write at once (the queues changed).
     changed: Notify,
 }
@@ -67,6 +76,7 @@ impl Heartbeat {
             prefix: prefix.to_owned(),
             interval,
             queues: Mutex::new(BTreeSet::new()),
+            facts: Mutex::new(BTreeMap::new()),
             changed: Notify::new(),
         }
     }
@@ -81,7 +91,13 @@ impl Heartbeat {
         }
     }
 
+    /// Adds (or replaces) the fact `name`, read by `source` at each beat.
+    pub(crate) fn add_fact(&self, name: &str, source: FactSource) {
+        self.facts.lock().expect("heartbeat facts lock").insert(name.to_owned(), source);
+    }
+
     fn record(&self, stats: &BudgetStats) -> HeartbeatRecord {
+        let facts = self.facts.lock().expect("heartbeat facts lock");
         HeartbeatRecord {
             service: self.service.clone(),
             instance: self.instance.clone(),
@@ -95,6 +111,7 @@ impl Heartbeat {
             open: stats.open,
             at_ms: now_ms(),
             interval_ms: self.interval.as_millis() as u64,
+            facts: facts.iter().map(|(name, source)| (name.clone(), source())).collect(),
         }
     }
 

@@ -24,7 +24,7 @@ mod redis_server;
 mod resp;
 
 pub use files::files_under;
-pub use garage::{GARAGE_ACCESS_KEY, GARAGE_BUCKET, GARAGE_SECRET_KEY, Garage, garage_binary};
+pub use garage::{BucketCounts, GARAGE_ACCESS_KEY, GARAGE_BUCKET, GARAGE_SECRET_KEY, Garage, garage_binary};
 pub use media::{Media, probe};
 pub use names::{redis_url, unique};
 pub use node_peer::NodePeer;

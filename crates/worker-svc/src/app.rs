@@ -65,7 +65,12 @@ impl App {
         let scratch = ScratchRoot::create(&config.scratch_dir).with_context(|| {
             format!("creating the scratch directory (WORKER_SCRATCH_DIR={})", config.scratch_dir.display())
         })?;
-        let metrics = Arc::new(Metrics::new(connections.clone(), config.database.clone(), tools.seconds.clone()));
+        let metrics = Arc::new(Metrics::new(
+            connections.clone(),
+            config.database.clone(),
+            &config.storage,
+            tools.seconds.clone(),
+        ));
         let (metrics_addr, metrics_server) = metrics::serve(config.metrics_addr, metrics.clone())
             .with_context(|| format!("serving /metrics on METRICS_ADDR={}", config.metrics_addr))?;
         let (shutdown, shutdown_rx) = watch::channel(false);

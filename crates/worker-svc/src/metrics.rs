@@ -18,6 +18,7 @@ use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use platform::metrics::{ConnectionStats, PoolStats};
 use platform::records::Database;
+use platform::storage::Storage;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
@@ -96,7 +97,12 @@ impl Collector for WorkerCounters {
 
 impl Metrics {
     /// Registers everything, with `connections` and `database`'s pool read at each scrape.
-    pub(crate) fn new(connections: Connections, database: Database, tool_seconds: ToolSeconds) -> Self {
+    pub(crate) fn new(
+        connections: Connections,
+        database: Database,
+        storage: &Storage,
+        tool_seconds: ToolSeconds,
+    ) -> Self {
         let mut registry = Registry::default();
         let jobs = Family::<Labels, Counter>::default();
         let durations = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(duration_histogram);
@@ -118,6 +124,7 @@ impl Metrics {
         );
         registry.register("worker_jobs_running", "Job attempts running now, by queue", running.clone());
         let shared = registry.sub_registry_with_prefix("worker");
+        storage.report(shared, &connections);
         shared.register_collector(Box::new(ConnectionStats::new(connections)));
         shared.register_collector(Box::new(PoolStats::new(database)));
         Metrics { registry, jobs, durations, waits, running, worker }

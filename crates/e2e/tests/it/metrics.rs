@@ -61,6 +61,7 @@ async fn three_services_count_a_known_workload_exactly() {
         ("d.bin", "application/octet-stream", vec![7; 4096]),
         ("broken.mp4", "video/mp4", clip[..clip.len() / 2].to_vec()),
     ];
+    let uploaded: usize = bodies.iter().map(|(_, _, body)| body.len()).sum();
     let mut ids = Vec::new();
     for (name, content_type, body) in bodies {
         ids.push(stack.accepted(name, content_type, body).await);
@@ -86,6 +87,12 @@ async fn three_services_count_a_known_workload_exactly() {
     assert_eq!(grew(&api, &api_after, "http_requests_total", &posts), 5.0, "{text}");
     let any_status = [("route", "/v1/files"), ("method", "POST")];
     assert_eq!(grew(&api, &api_after, "http_requests_total", &any_status), 5.0, "{text}");
+    // The file store: five uploads completed, every byte sent in parts, nothing failed.
+    let op = |op| [("op", op)];
+    assert_eq!(grew(&api, &api_after, "storage_requests_total", &op("complete_upload")), 5.0, "{text}");
+    assert_eq!(grew(&api, &api_after, "storage_bytes_total", &op("put_part")), uploaded as f64, "{text}");
+    assert_eq!(grew(&api, &api_after, "storage_errors_total", &[]), 0.0, "{text}");
+    assert_eq!(api_after.value("storage_backend", &[("backend", "local")]), Some(1.0), "{text}");
 
     // worker-svc writes the file's row before it counts the attempt: wait for the counts.
     let files = |outcome| [("queue", "files"), ("outcome", outcome)];
@@ -99,6 +106,11 @@ async fn three_services_count_a_known_workload_exactly() {
     assert_eq!(grew(&worker, &worker_after, "worker_jobs_total", &files("failed")), 1.0, "{text}");
     assert_eq!(grew(&worker, &worker_after, "worker_jobs_total", &[("queue", "files")]), 5.0, "{text}");
     assert_eq!(grew(&worker, &worker_after, "worker_job_duration_seconds_count", &[("queue", "files")]), 5.0);
+    // Each upload read back at least once, whole; derivatives (the PNG's thumbnail) written.
+    assert!(grew(&worker, &worker_after, "worker_storage_requests_total", &op("get")) >= 5.0, "{text}");
+    assert!(grew(&worker, &worker_after, "worker_storage_bytes_total", &op("get")) >= uploaded as f64, "{text}");
+    assert!(grew(&worker, &worker_after, "worker_storage_requests_total", &op("complete_upload")) >= 1.0, "{text}");
+    assert!(grew(&worker, &worker_after, "worker_storage_request_duration_seconds_count", &op("get")) >= 5.0, "{text}");
 
     // health-svc: exactly the probes made since the first scrape, and canaries coming back.
     let ok = [("outcome", "ok")];

@@ -1,6 +1,7 @@
 //! The worker: processing, retries, crashes, starvation, reconnects, poison jobs, Node fleets.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -844,6 +845,10 @@ async fn every_process_declares_itself_and_close_takes_its_heartbeat_away() {
     let mut cfg = config(&test_support::redis_url(), 1);
     cfg.max_connections = None;
     let connections = Connections::builder(cfg, "it-producer").build().unwrap();
+    // A fact the service adds, read at each beat.
+    let uploads = Arc::new(std::sync::atomic::AtomicU64::new(7));
+    let read = uploads.clone();
+    connections.report_in_heartbeat("store", move || json!({"uploads": read.load(Ordering::Relaxed)}));
     let mut beats = Vec::new();
     assert!(
         eventually(Duration::from_secs(5), async || {
@@ -854,6 +859,7 @@ async fn every_process_declares_itself_and_close_takes_its_heartbeat_away() {
     );
     let beat = &beats[0];
     assert_eq!((beat.service.as_str(), beat.budget, beat.queues.len()), ("it-producer", 1, 0));
+    assert_eq!(beat.facts["store"], json!({"uploads": 7}), "{beat:?}");
     assert_eq!(beat.planned, ConnectionPlan { command: 1, subscriber: 0, blocking: 0 });
     let stats = serde_json::to_value(connections.stats()).unwrap();
     assert_eq!(stats["command"]["planned"], 1, "{stats}");
