@@ -195,6 +195,11 @@ impl Stack {
         self.worker_env.clone()
     }
 
+    /// Where the services' logs go (for a service started beside them).
+    pub fn log_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("logs")
+    }
+
     /// The stack's storage directory.
     pub fn storage_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("storage")

@@ -5,6 +5,7 @@ mod alerts;
 mod callbacks;
 mod connections;
 mod deploy;
+mod faults;
 mod health;
 mod metrics;
 mod nothing_lost;

@@ -1,0 +1,473 @@
+//! The fault suite: the real binaries under faults, each scenario judged against the ledger in
+//! Postgres (rows api-svc commits before its 202, one `executions` row per run by worker-svc),
+//! never against the queue's own counters. Quick by default (the test command runs it); with
+//! `FAULTS_SOAK_MINUTES=N` (`scripts/faults --soak N`) each scenario keeps its load and its faults
+//! going for N minutes. Every scenario prints one row of the table in docs/RELIABILITY.md, and
+//! appends it to `FAULTS_REPORT` when that is set.
+//!
+//! What a row says:
+//! - acknowledged: uploads answered 202 during the run; refused: answered otherwise (503...);
+//! - lost: acknowledged but neither `done` nor `failed` with a reason once the stack has had
+//!   [`SETTLE`] to recover (must be 0);
+//! - duplicate executions: runs beyond the first per file (bounded by the jobs in flight at the
+//!   faults);
+//! - duplicate effects: files that more than one run processed to the end (must be 0);
+//! - stuck: jobs in Redis's `active` list without a lock at the end (must be 0);
+//! - recovery: from the end of the last fault until a fresh upload is `done`;
+//! - longest request: the slowest upload answer during the run (a hang shows here);
+//! - restarts: services other than the one the scenario kills that exited (must be 0).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use e2e::{Service, Stack, StackOptions, TOKEN, eventually};
+use nix::sys::signal::Signal;
+use queue_core::tooling::{QueueKeys, Raw};
+use queue_core::{Connections, RedisConfig, RedisUrl};
+use reqwest::StatusCode;
+use test_support::RedisServer;
+use uuid::Uuid;
+
+/// How long the stack gets, after the last fault, to finish what it acknowledged.
+const SETTLE: Duration = Duration::from_secs(120);
+
+/// `Some(minutes)` in soak mode.
+fn soak() -> Option<Duration> {
+    let minutes: f64 = std::env::var("FAULTS_SOAK_MINUTES").ok()?.parse().ok()?;
+    (minutes > 0.0).then(|| Duration::from_secs_f64(minutes * 60.0))
+}
+
+/// How many faults of a kind a run injects: `quick` in the quick suite, `soak` in a soak.
+fn faults(quick: usize, soak_count: usize) -> usize {
+    if soak().is_some() { soak_count } else { quick }
+}
+
+/// One upload of the load.
+#[derive(Debug)]
+struct Sent {
+    id: Option<Uuid>,
+    status: u16,
+    took: Duration,
+}
+
+/// Uploads small files one after another (text, and every `video_every`-th a short video) until
+/// stopped, recording every answer. A request that gets no answer within 60 s counts as a hang.
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<Sent>>,
+}
+
+impl Load {
+    fn start(stack: &Stack, label: &'static str, video_every: usize, pace: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+        let url = format!("{}/v1/files", stack.api_base);
+        let clip = (video_every > 0).then(|| test_support::Media::new().video("clip.mp4", 1, "64x48"));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut sent = Vec::new();
+            let mut i = 0usize;
+            while !flag.load(Ordering::Relaxed) {
+                let (name, content_type, body) = match &clip {
+                    Some(clip) if i.is_multiple_of(video_every) => {
+                        (format!("{label}-{i}.mp4"), "video/mp4", clip.clone())
+                    }
+                    _ => (format!("{label}-{i}.txt"), "text/plain", format!("{label} {i}\n").into_bytes()),
+                };
+                let started = Instant::now();
+                let answer = client
+                    .post(&url)
+                    .bearer_auth(TOKEN)
+                    .header("content-type", content_type)
+                    .header("x-filename", name)
+                    .body(body)
+                    .send()
+                    .await;
+                let took = started.elapsed();
+                let (status, id) = match answer {
+                    Ok(answer) => {
+                        let status = answer.status().as_u16();
+                        let body: serde_json::Value = answer.json().await.unwrap_or_default();
+                        let id = body["id"].as_str().and_then(|id| id.parse().ok()).filter(|_| status == 202);
+                        (status, id)
+                    }
+                    Err(_) => (0, None),
+                };
+                sent.push(Sent { id, status, took });
+                i += 1;
+                tokio::time::sleep(pace).await;
+            }
+            sent
+        });
+        Load { stop, task }
+    }
+
+    async fn stop(self) -> Vec<Sent> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("the load task")
+    }
+}
+
+/// One scenario's figures (see the module docs).
+#[derive(Debug)]
+struct Report {
+    scenario: String,
+    acknowledged: usize,
+    refused: usize,
+    /// Requests with no answer at all (a hang or a reset).
+    unanswered: usize,
+    failed: usize,
+    lost: usize,
+    duplicate_executions: i64,
+    duplicate_effects: i64,
+    stuck: usize,
+    recovery: Duration,
+    longest_request: Duration,
+    restarts: usize,
+}
+
+impl Report {
+    fn row(&self) -> String {
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} s | {:.2} s | {} |",
+            self.scenario,
+            self.acknowledged,
+            self.refused,
+            self.lost,
+            self.failed,
+            self.duplicate_executions,
+            self.duplicate_effects,
+            self.stuck,
+            self.recovery.as_secs_f64(),
+            self.longest_request.as_secs_f64(),
+            self.restarts
+        )
+    }
+
+    /// Prints the row (and appends it to `FAULTS_REPORT`), then holds the promises.
+    fn check(&self, max_duplicate_executions: i64) {
+        let row = self.row();
+        eprintln!("FAULTS {row}");
+        if let Ok(path) = std::env::var("FAULTS_REPORT") {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("FAULTS_REPORT");
+            writeln!(file, "{row}").expect("write FAULTS_REPORT");
+        }
+        assert_eq!(self.lost, 0, "nothing acknowledged is lost: {self:?}");
+        assert_eq!(self.duplicate_effects, 0, "no file is processed to the end twice: {self:?}");
+        assert_eq!(self.stuck, 0, "no job is left active without a lock: {self:?}");
+        assert_eq!(self.restarts, 0, "no service needed a restart: {self:?}");
+        assert_eq!(self.unanswered, 0, "every request got an answer: {self:?}");
+        assert!(
+            self.duplicate_executions <= max_duplicate_executions,
+            "at most {max_duplicate_executions} duplicate executions (the jobs in flight at the faults): {self:?}"
+        );
+        assert!(self.acknowledged > 0, "the load went through: {self:?}");
+    }
+}
+
+/// Waits for every acknowledged file to finish, measures recovery with a fresh upload, and reads
+/// the ledger and Redis.
+async fn audit(stack: &Stack, scenario: &str, sent: &[Sent], restarts: usize) -> Report {
+    let fault_over = Instant::now();
+    let probe = stack.accepted("probe.txt", "text/plain", b"after the faults\n".to_vec()).await;
+    assert_eq!(stack.finished(probe, SETTLE).await["status"], "done", "a fresh upload after the faults");
+    let recovery = fault_over.elapsed();
+
+    let acknowledged: Vec<Uuid> = sent.iter().filter_map(|s| s.id).collect();
+    let deadline = Instant::now() + SETTLE;
+    let statuses = loop {
+        let rows: Vec<(Uuid, String, Option<String>)> =
+            sqlx::query_as("SELECT id, status, error FROM files").fetch_all(&stack.db).await.expect("read the files");
+        let by_id: BTreeMap<Uuid, (String, Option<String>)> = rows.into_iter().map(|(i, s, e)| (i, (s, e))).collect();
+        let open = acknowledged.iter().filter(|id| !finished(by_id.get(id))).count();
+        if open == 0 || Instant::now() > deadline {
+            break by_id;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let lost = acknowledged.iter().filter(|id| !finished(statuses.get(id))).count();
+    let failed = acknowledged.iter().filter(|id| statuses.get(id).is_some_and(|(s, _)| s == "failed")).count();
+
+    let duplicate_executions: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(n - 1), 0)::bigint FROM (SELECT count(*) AS n FROM executions GROUP BY file_id) runs",
+    )
+    .fetch_one(&stack.db)
+    .await
+    .unwrap();
+    let duplicate_effects: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT file_id FROM executions WHERE outcome = 'done' \
+         GROUP BY file_id HAVING count(*) > 1) twice",
+    )
+    .fetch_one(&stack.db)
+    .await
+    .unwrap();
+
+    Report {
+        scenario: scenario.to_owned(),
+        acknowledged: acknowledged.len(),
+        refused: sent.iter().filter(|s| s.id.is_none()).count(),
+        unanswered: sent.iter().filter(|s| s.status == 0).count(),
+        failed,
+        lost,
+        duplicate_executions,
+        duplicate_effects,
+        stuck: settled_stuck(stack).await,
+        recovery,
+        longest_request: sent.iter().map(|s| s.took).max().unwrap_or_default(),
+        restarts,
+    }
+}
+
+/// `done`, or `failed` with a reason.
+fn finished(row: Option<&(String, Option<String>)>) -> bool {
+    match row {
+        Some((status, _)) if status == "done" => true,
+        Some((status, Some(reason))) if status == "failed" => !reason.is_empty(),
+        _ => false,
+    }
+}
+
+/// Jobs left active without a lock once the stall check has had its chances (three lock
+/// durations): a lock that expired during a fault is normal for a moment; one that stays so is
+/// a job no one will ever run again.
+async fn settled_stuck(stack: &Stack) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let stuck = stuck_active(stack).await;
+        if stuck == 0 || Instant::now() > deadline {
+            return stuck;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Jobs in the `files` queue's active list whose lock is gone.
+async fn stuck_active(stack: &Stack) -> usize {
+    let mut config = RedisConfig::new(RedisUrl::parse(&stack.redis_url).expect("a Redis URL"));
+    config.prefix = stack.prefix.clone();
+    let connections = Connections::builder(config, "e2e-faults").heartbeat(None).build().expect("connections");
+    let raw = Raw::new(&connections);
+    let keys = QueueKeys::new(&stack.prefix, "files").expect("the files queue");
+    let active: Vec<String> = raw.query(&["LRANGE", &keys.active(), "0", "-1"]).await.expect("LRANGE active");
+    let mut stuck = 0;
+    for id in active {
+        let locked: i64 = raw.query(&["EXISTS", &keys.lock(&id)]).await.expect("EXISTS lock");
+        stuck += usize::from(locked == 0);
+    }
+    connections.close().await;
+    stuck
+}
+
+/// Short locks and stall checks, so that a dead worker's jobs come back within seconds; a job
+/// may stall a few times (each kill can stall it) before Bull fails it.
+fn fast_worker() -> Vec<(&'static str, String)> {
+    vec![
+        ("WORKER_LOCK_DURATION_MS", "2000".to_owned()),
+        ("WORKER_STALLED_INTERVAL_MS", "1000".to_owned()),
+        ("WORKER_MAX_STALLED_COUNT", "5".to_owned()),
+        ("WORKER_RECONCILE_INTERVAL_MS", "1000".to_owned()),
+        ("WORKER_RECONCILE_MIN_AGE_MS", "3000".to_owned()),
+    ]
+}
+
+/// How long the run lasts between faults: until `at_least` has passed, or the soak's length.
+fn run_for(at_least: Duration) -> Duration {
+    soak().unwrap_or(at_least)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_svc_killed_mid_job_again_and_again() {
+    let mut stack = Stack::start(StackOptions { worker_vars: fast_worker(), ..StackOptions::default() }).await;
+    let kills = faults(4, 20);
+    let between = run_for(Duration::from_secs(6)) / kills as u32;
+    let load = Load::start(&stack, "kill", 4, Duration::from_millis(20));
+    let mut concurrency_at_kills = 0i64;
+    for _ in 0..kills {
+        tokio::time::sleep(between).await;
+        // SIGKILL: no drain, no lock released; its jobs come back through the stall check.
+        stack.worker.signal(Signal::SIGKILL);
+        let _ = stack.worker.exited(Duration::from_secs(5)).await;
+        concurrency_at_kills += 2;
+        stack.worker = Service::start("worker-svc", &stack.worker_env(), &stack.log_dir());
+    }
+    let sent = load.stop().await;
+    let restarts = usize::from(!stack.api.running());
+    let report = audit(&stack, "worker-svc SIGKILL mid-job", &sent, restarts).await;
+    // Each kill can cut at most WORKER_CONCURRENCY (2) runs short.
+    report.check(concurrency_at_kills);
+}
+
+/// Redis SIGKILLed and restarted while uploads are being acknowledged, with `appendfsync` as
+/// given: `always` loses nothing, `everysec` may lose the last second of jobs, which the
+/// reconciler gives back from Postgres.
+async fn redis_killed_and_restarted(fsync: &str) {
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", fsync, "--save", ""]);
+    let stack = Stack::start(StackOptions {
+        redis_url: Some(redis.url()),
+        worker_vars: fast_worker(),
+        ..StackOptions::default()
+    })
+    .await;
+    let kills = faults(2, 10);
+    let between = run_for(Duration::from_secs(4)) / kills as u32;
+    let load = Load::start(&stack, "redis", 0, Duration::from_millis(10));
+    for _ in 0..kills {
+        tokio::time::sleep(between).await;
+        tokio::task::block_in_place(|| {
+            redis.kill();
+            std::thread::sleep(Duration::from_millis(300));
+            redis.restart();
+        });
+    }
+    let sent = load.stop().await;
+    let mut stack = stack;
+    let restarts = usize::from(!stack.api.running()) + usize::from(!stack.worker.running());
+    let report = audit(&stack, &format!("Redis SIGKILL + restart, appendfsync {fsync}"), &sent, restarts).await;
+    // The jobs in flight at each kill (2 at most) may run again.
+    report.check(2 * kills as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_with_appendfsync_always() {
+    redis_killed_and_restarted("always").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_with_appendfsync_everysec() {
+    redis_killed_and_restarted("everysec").await;
+}
+
+/// Redis frozen (SIGSTOP) for `freeze` while uploads go on: the API answers within its command
+/// timeout (1 s here) plus margin whatever the freeze, and `/readyz` tells the truth.
+async fn redis_frozen(freeze: Duration, expect_ready: bool) -> Report {
+    let redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]);
+    let stack = Stack::start(StackOptions {
+        redis_url: Some(redis.url()),
+        worker_vars: fast_worker(),
+        ..StackOptions::default()
+    })
+    .await;
+    let load = Load::start(&stack, "frozen", 0, Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.pause();
+    let frozen_at = Instant::now();
+    tokio::time::sleep(freeze / 2).await;
+    // A probe while frozen, answered whenever it is answered; the freeze ends on time meanwhile.
+    let probe = {
+        let (client, url) = (stack.client.clone(), format!("{}/readyz", stack.api_base));
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let ready = client.get(url).send().await.unwrap();
+            (started.elapsed(), ready.status(), ready.text().await.unwrap_or_default())
+        })
+    };
+    tokio::time::sleep(freeze.saturating_sub(frozen_at.elapsed())).await;
+    redis.resume();
+    let (readyz_took, readyz_status, readyz_body) = probe.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = load.stop().await;
+    let mut stack = stack;
+    let restarts = usize::from(!stack.api.running()) + usize::from(!stack.worker.running());
+    let name = format!("Redis frozen (SIGSTOP) {:.1} s", freeze.as_secs_f64());
+    let report = audit(&stack, &name, &sent, restarts).await;
+    assert!(readyz_took < Duration::from_millis(2500), "/readyz answered in {readyz_took:?} while frozen");
+    if expect_ready {
+        assert_eq!(readyz_status, StatusCode::OK, "a freeze shorter than the timeout is not an outage: {readyz_body}");
+    } else {
+        assert_eq!(
+            readyz_status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "/readyz says Redis is not answering: {readyz_body}"
+        );
+        assert!(readyz_body.contains("redis"), "/readyz names Redis: {readyz_body}");
+    }
+    report
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_shorter_than_the_command_timeout() {
+    let report = redis_frozen(Duration::from_millis(400), true).await;
+    assert_eq!(report.refused, 0, "no upload refused: {report:?}");
+    report.check(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_longer_than_the_lock() {
+    // Longer than the command timeout (1 s) and the lock (2 s): locks expire while Redis sleeps.
+    let report = redis_frozen(Duration::from_secs(4), false).await;
+    // Uploads are acknowledged from Postgres while Redis does not answer, each within the
+    // command timeout (1 s) and the request's own work.
+    assert!(report.longest_request < Duration::from_secs(3), "no upload hung: {report:?}");
+    report.check(4);
+}
+
+/// Jobs another producer wrote straight into Redis, malformed in every way we know: each fails
+/// with a reason (or is skipped), and the queue goes on with the next upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_jobs_fail_with_a_reason_and_the_queue_goes_on() {
+    let stack = Stack::start(StackOptions::default()).await;
+    let mut config = RedisConfig::new(RedisUrl::parse(&stack.redis_url).unwrap());
+    config.prefix = stack.prefix.clone();
+    let connections = Connections::builder(config, "e2e-poison").heartbeat(None).build().unwrap();
+    let raw = Raw::new(&connections);
+    let keys = QueueKeys::new(&stack.prefix, "files").unwrap();
+    let nested = "[".repeat(100_000);
+    let big = format!("{{\"v\":1,\"file_id\":\"{}\",\"pad\":\"{}\"}}", Uuid::new_v4(), "x".repeat(50 << 20));
+    let now = queue_core::tooling::now_ms().to_string();
+    let poisons: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("bad-json", vec![("data", "{not json".into()), ("opts", "{}".into())]),
+        ("no-data", vec![("opts", "{}".into())]),
+        ("no-opts", vec![("data", r#"{"v":1,"file_id":"00000000-0000-0000-0000-000000000000"}"#.into())]),
+        ("wrong-shape", vec![("data", r#"{"v":1,"file_id":42}"#.into()), ("opts", "{}".into())]),
+        (
+            "future-version",
+            vec![("data", format!(r#"{{"v":99,"file_id":"{}"}}"#, Uuid::new_v4())), ("opts", "{}".into())],
+        ),
+        ("nested", vec![("data", nested), ("opts", "{}".into())]),
+        ("fifty-mb", vec![("data", big), ("opts", "{}".into())]),
+    ];
+    for (id, fields) in &poisons {
+        let key = keys.job(id);
+        let mut args = vec!["HSET", key.as_str(), "name", "__default__", "timestamp", now.as_str()];
+        for (field, value) in fields {
+            args.push(field);
+            args.push(value.as_str());
+        }
+        let _: i64 = raw.query(&args).await.unwrap();
+        let _: i64 = raw.query(&["LPUSH", &keys.wait(), id]).await.unwrap();
+    }
+    // A job whose hash is the wrong type altogether.
+    let _: () = raw.query(&["SET", &keys.job("wrong-type"), "a string"]).await.unwrap();
+    let _: i64 = raw.query(&["LPUSH", &keys.wait(), "wrong-type"]).await.unwrap();
+
+    let after = stack.accepted("after.txt", "text/plain", b"after the poison\n".to_vec()).await;
+    assert_eq!(stack.finished(after, SETTLE).await["status"], "done", "the queue went on");
+    let queue = stack.queue("files");
+    for (id, _) in &poisons {
+        let job = eventually(SETTLE, &format!("poison job {id} to end"), async || {
+            let job = queue.get_job(id).await.ok()??;
+            job.finished_on.map(|_| job)
+        })
+        .await;
+        let why = job.failed_reason.clone().or_else(|| job.returnvalue.as_ref().map(|v| v.to_string()));
+        let why = why.unwrap_or_default();
+        assert!(!why.is_empty(), "{id} ended with a reason: {job:?}");
+        eprintln!("poison {id}: {}", why.chars().take(160).collect::<String>());
+    }
+    // The job that is not a hash leaves the wait and active lists (it cannot be read, so it
+    // cannot run), and nothing else stalls on it.
+    eventually(SETTLE, "the wrong-type job to leave wait and active", async || {
+        let wait: Vec<String> = raw.query(&["LRANGE", &keys.wait(), "0", "-1"]).await.ok()?;
+        let active: Vec<String> = raw.query(&["LRANGE", &keys.active(), "0", "-1"]).await.ok()?;
+        (!wait.iter().chain(&active).any(|id| id == "wrong-type")).then_some(())
+    })
+    .await;
+    let later = stack.accepted("later.txt", "text/plain", b"still going\n".to_vec()).await;
+    assert_eq!(stack.finished(later, SETTLE).await["status"], "done", "the queue still goes on");
+    let mut stack = stack;
+    assert!(stack.worker.running(), "worker-svc is still running");
+    connections.close().await;
+}
