@@ -13,4 +13,5 @@ mod ops_page;
 mod processing;
 mod run_script;
 mod s3;
+mod secrets;
 mod startup;
