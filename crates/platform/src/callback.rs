@@ -1,19 +1,24 @@
 //! Which callback URLs may be called: the guard against a caller turning our worker into a proxy
 //! to the host's own network (SSRF).
 //!
-//! A callback URL is accepted when:
+//! A URL is read as the HTTP client (reqwest) reads it, with the `url` crate (the WHATWG URL
+//! standard), so the host checked is the host connected to: every IPv4 notation
+//! (`2130706433`, `0x7f000001`, `0177.0.0.1`, `127.1`) is an IP address, percent-encoding and
+//! IDNA are applied. A callback URL is accepted when:
 //! - it is `https://`, or `http://` to a host listed in `CALLBACK_ALLOWED_HOSTS`;
-//! - it has no userinfo (`user:pass@`) and a host;
+//! - it has no userinfo (`user:pass@`, not even an empty `@`), no backslash, and a host;
 //! - its host is listed in `CALLBACK_ALLOWED_HOSTS`, or else it is a name (not an IP literal)
 //!   and every address it resolves to is public: not loopback, private, link-local, unique-local,
-//!   shared (CGNAT), documentation, multicast, broadcast or unspecified.
+//!   shared (CGNAT), documentation, multicast, broadcast, unspecified, nor an IPv6 form of one
+//!   (IPv4-mapped, -compatible, NAT64, 6to4, Teredo) or outside global unicast.
 //!
 //! The check runs at upload (api-svc answers 400) and again at each delivery (worker-svc), where
 //! the connection goes to the addresses just checked, so a name that re-resolves to a private
 //! address in between (DNS rebinding) is still refused. Redirects are never followed.
 //!
 //! `CALLBACK_ALLOWED_HOSTS` is a comma-separated list of host names or IPs, each optionally with
-//! `:port` (then only that port), e.g. `hooks.internal,127.0.0.1:9000`.
+//! `:port` (then only that port), e.g. `hooks.internal,127.0.0.1:9000`. A listed address matches
+//! in any notation (`127.0.0.1` lists `2130706433` too).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -42,7 +47,8 @@ pub struct CallbackPolicy {
 pub struct CheckedUrl {
     /// The URL as given.
     pub url: String,
-    /// Its host.
+    /// Its host as the HTTP client reads it: a lower-case (punycode) name, a dotted IPv4
+    /// address, or an IPv6 address in brackets.
     pub host: String,
     /// Its port (the scheme's default when none is given).
     pub port: u16,
@@ -81,8 +87,7 @@ impl CallbackPolicy {
                 parsed.host
             )));
         }
-        let literal = parsed.host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok();
-        if let Some(ip) = literal {
+        if let Some(ip) = parsed.ip {
             if !listed {
                 return Err(Refused(format!(
                     "an IP address ({ip}) is allowed only when listed in CALLBACK_ALLOWED_HOSTS"
@@ -111,31 +116,49 @@ impl CallbackPolicy {
 
 struct ParsedUrl {
     scheme: String,
+    /// As the HTTP client reads it (see [`parse_url`]).
     host: String,
+    /// The host, when it is an IP address (in whatever notation it was written).
+    ip: Option<IpAddr>,
     port: u16,
 }
 
-/// Enough of RFC 3986 for the checks: scheme, no userinfo, host, port.
-fn parse_url(url: &str) -> Result<ParsedUrl, Refused> {
-    if url.len() > 2048 || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+/// Scheme, host and port, read exactly as the HTTP client (reqwest) will read them: with the
+/// `url` crate, i.e. the WHATWG URL standard. Another parser would let a URL pass the check as
+/// one host and be sent to another (`https://10.0.0.1\.example.com/` is a name to a resolver and
+/// `10.0.0.1` to the client; `%31%30.0.0.1.example.com` is `10.0.0.1.example.com`). So every
+/// IPv4 notation (`2130706433`, `0x7f000001`, `0177.0.0.1`, `127.1`) is an IP address here,
+/// percent-encoding and IDNA are applied, and the result is the normalised host.
+///
+/// A backslash is refused anywhere (WHATWG reads it as `/` in an http URL, other parsers as a
+/// character of the host or path, so it only ever serves to confuse). Userinfo is refused as
+/// written, before any parser can read it away: an `@` in the authority, an empty userinfo
+/// (`https://@host/`) included.
+fn parse_url(raw: &str) -> Result<ParsedUrl, Refused> {
+    if raw.len() > 2048 || raw.chars().any(|c| c.is_whitespace() || c.is_control() || c == '\\') {
         return Err(Refused("not a valid URL".into()));
     }
-    let (scheme, rest) = url.split_once("://").ok_or_else(|| Refused("not an absolute URL".into()))?;
-    let scheme = scheme.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "https" => 443,
-        "http" => 80,
-        other => return Err(Refused(format!("scheme {other:?} is not allowed (https, or http to listed hosts)"))),
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let (_, rest) = raw.split_once("://").ok_or_else(|| Refused("not an absolute URL".into()))?;
+    let authority = rest.trim_start_matches('/').split(['/', '?', '#']).next().unwrap_or("");
     if authority.contains('@') {
         return Err(Refused("credentials in the URL are not allowed".into()));
     }
-    let (host, port) = split_host_port(authority).ok_or_else(|| Refused("the URL has no valid host".into()))?;
-    if host.is_empty() {
-        return Err(Refused("the URL has no host".into()));
+    let url = url::Url::parse(raw).map_err(|e| Refused(format!("not a valid URL: {e}")))?;
+    let scheme = url.scheme().to_owned();
+    if scheme != "https" && scheme != "http" {
+        return Err(Refused(format!("scheme {scheme:?} is not allowed (https, or http to listed hosts)")));
     }
-    Ok(ParsedUrl { scheme, host: host.to_ascii_lowercase(), port: port.unwrap_or(default_port) })
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Refused("credentials in the URL are not allowed".into()));
+    }
+    let (host, ip) = match url.host() {
+        Some(url::Host::Domain(name)) if !name.is_empty() => (name.to_owned(), None),
+        Some(url::Host::Ipv4(v4)) => (v4.to_string(), Some(IpAddr::V4(v4))),
+        Some(url::Host::Ipv6(v6)) => (format!("[{v6}]"), Some(IpAddr::V6(v6))),
+        _ => return Err(Refused("the URL has no host".into())),
+    };
+    let port = url.port_or_known_default().ok_or_else(|| Refused("the URL has no port".into()))?;
+    Ok(ParsedUrl { scheme, host, ip, port })
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
@@ -155,9 +178,15 @@ fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
     }
 }
 
+/// An entry of `CALLBACK_ALLOWED_HOSTS`, its host normalised as [`parse_url`] normalises a URL's
+/// (`2130706433` is `127.0.0.1`, `[0:0::1]` is `[::1]`, names in lower case).
 fn parse_allowed(item: &str) -> Option<Allowed> {
     let (host, port) = split_host_port(item.trim())?;
-    (!host.is_empty()).then(|| Allowed { host: host.to_ascii_lowercase(), port })
+    if host.is_empty() {
+        return None;
+    }
+    let host = url::Host::parse(&host).ok()?.to_string();
+    Some(Allowed { host, port })
 }
 
 /// Whether `ip` is a public unicast address.
@@ -187,15 +216,18 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a >= 240) // reserved
 }
 
+/// Only global unicast (2000::/3) can be public; everything else is loopback, unspecified,
+/// IPv4-compatible or -translated, NAT64, discard, unique or site local, link local, multicast or
+/// reserved. Within it: documentation, Teredo and benchmarking, and 6to4 of a non-public IPv4.
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00 // unique local
-        || (first & 0xffc0) == 0xfe80 // link local
-        || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
-        || first == 0x0064 && ip.segments()[1] == 0xff9b) // NAT64 (could reach v4 private space)
+    let s = ip.segments();
+    let embedded_v4 = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
+    (s[0] & 0xe000) == 0x2000
+        && !(s[0] == 0x2001 && s[1] == 0x0db8 // documentation
+            || s[0] == 0x3fff && s[1] < 0x1000 // documentation (3fff::/20)
+            || s[0] == 0x2001 && s[1] == 0 // Teredo: a tunnel to an IPv4 address
+            || s[0] == 0x2001 && s[1] == 2 && s[2] == 0 // benchmarking
+            || s[0] == 0x2002 && !is_public_v4(embedded_v4(s[1], s[2]))) // 6to4 of a non-public IPv4
 }
 
 #[cfg(test)]
@@ -225,6 +257,167 @@ mod tests {
         assert!(listed.check("http://localhost:1234/x").await.is_ok());
     }
 
+    /// Private, loopback, link-local, shared and unspecified addresses written as IP literals in
+    /// every notation a URL may use (decimal, hex, octal, shortened, IPv4-mapped, percent-encoded,
+    /// full-width) are IP addresses, refused unless listed, whatever a resolver would make of
+    /// them. `https` so that the refusal is about the host, not the plain-http rule; the `http`
+    /// and explicit-port twins of each are refused too.
+    #[tokio::test]
+    async fn internal_ip_literals_are_refused_in_every_notation() {
+        let none = CallbackPolicy::default();
+        for (host, ip) in [
+            ("127.0.0.1", "127.0.0.1"),
+            ("127.255.255.254", "127.255.255.254"),
+            ("[::1]", "::1"),
+            ("[::ffff:127.0.0.1]", "::ffff:127.0.0.1"),
+            ("[::ffff:7f00:1]", "::ffff:127.0.0.1"),
+            ("[0:0:0:0:0:ffff:127.0.0.1]", "::ffff:127.0.0.1"),
+            ("[::ffff:169.254.169.254]", "::ffff:169.254.169.254"),
+            ("[::ffff:10.0.0.1]", "::ffff:10.0.0.1"),
+            ("[::127.0.0.1]", "::7f00:1"),
+            ("[::]", "::"),
+            ("[fe80::1]", "fe80::1"),
+            ("[fc00::1]", "fc00::1"),
+            ("[fd12:3456::1]", "fd12:3456::1"),
+            ("[fec0::1]", "fec0::1"),
+            ("[64:ff9b::a9fe:a9fe]", "64:ff9b::a9fe:a9fe"),
+            ("169.254.169.254", "169.254.169.254"),
+            ("0.0.0.0", "0.0.0.0"),
+            ("0", "0.0.0.0"),
+            ("100.64.0.1", "100.64.0.1"),
+            ("10.0.0.1", "10.0.0.1"),
+            ("172.16.0.1", "172.16.0.1"),
+            ("192.168.0.1", "192.168.0.1"),
+            ("2130706433", "127.0.0.1"),
+            ("0x7f000001", "127.0.0.1"),
+            ("0x7F.0.0.1", "127.0.0.1"),
+            ("127.1", "127.0.0.1"),
+            ("127.0.1", "127.0.0.1"),
+            ("017700000001", "127.0.0.1"),
+            ("0177.0.0.01", "127.0.0.1"),
+            ("0251.0376.0251.0376", "169.254.169.254"),
+            ("0xa9fea9fe", "169.254.169.254"),
+            ("2852039166", "169.254.169.254"),
+            ("127.0.0.1.", "127.0.0.1"),
+            ("%31%32%37.0.0.1", "127.0.0.1"),
+            ("\u{ff11}\u{ff12}\u{ff17}.\u{ff10}.\u{ff10}.\u{ff11}", "127.0.0.1"),
+        ] {
+            for url in [format!("https://{host}/hook"), format!("http://{host}/hook"), format!("https://{host}:8443/")]
+            {
+                let refused = none.check(&url).await.expect_err(&url).0;
+                if url.starts_with("https") {
+                    let reason = format!("an IP address ({ip}) is allowed only when listed");
+                    assert!(refused.contains(&reason), "{url}: {refused}");
+                }
+            }
+        }
+    }
+
+    /// Names that resolve to loopback (`localhost`, however written, and every name /etc/hosts
+    /// gives a non-public address) are refused for what they resolve to.
+    #[tokio::test]
+    async fn names_of_internal_addresses_are_refused() {
+        // (name, whether it must resolve: an IPv6 line of /etc/hosts may not, where IPv6 is off)
+        let mut names: Vec<(String, bool)> =
+            ["localhost", "LOCALHOST", "%6c%6f%63%61%6c%68%6f%73%74", "\u{ff4c}ocalhost"]
+                .map(|name| (name.to_owned(), true))
+                .into();
+        for line in std::fs::read_to_string("/etc/hosts").unwrap_or_default().lines() {
+            let mut fields = line.split('#').next().unwrap_or("").split_whitespace();
+            let Some(ip) = fields.next().and_then(|ip| ip.parse::<IpAddr>().ok()) else { continue };
+            if !is_public(ip) {
+                names.extend(fields.map(|name| (name.to_owned(), ip.is_ipv4())));
+            }
+        }
+        assert!(names.len() > 4, "/etc/hosts names loopback at least");
+        let none = CallbackPolicy::default();
+        for (name, resolves) in names {
+            let url = format!("https://{name}/hook");
+            let refused = none.check(&url).await.expect_err(&url).0;
+            if resolves {
+                assert!(refused.contains("resolves to a non-public address"), "{url}: {refused}");
+            }
+        }
+    }
+
+    /// Userinfo in any form, backslashes (read as `/` by some parsers and not others), zone ids,
+    /// and hosts that are not valid are refused.
+    #[tokio::test]
+    async fn urls_that_parsers_read_differently_are_refused() {
+        let none = CallbackPolicy::default();
+        for url in [
+            "https://example.com@127.0.0.1/",
+            "https://user:pw@127.0.0.1/",
+            "https://@127.0.0.1/",
+            "https://:@127.0.0.1/",
+            "https:///@127.0.0.1/",
+            "https://example.com:443@127.0.0.1/",
+            "https://example.com%40127.0.0.1/",
+            "https://127.0.0.1\\@example.com/",
+            "https://127.0.0.1\\.example.com/",
+            "https://example.com\\@127.0.0.1/",
+            "https:\\\\127.0.0.1/",
+            "https:127.0.0.1/",
+            "https://127.0.0.1%5c.example.com/",
+            "https://[fe80::1%25eth0]/",
+            "https://1.2.3.4.5/",
+            "https://0x100000000/",
+            "https://[::ffff:127.0.0.1/",
+        ] {
+            assert!(none.check(url).await.is_err(), "{url} should be refused");
+        }
+    }
+
+    /// Listing one address lets exactly that address through, in whatever notation, and nothing
+    /// that merely looks like it.
+    #[tokio::test]
+    async fn a_listed_address_does_not_open_its_neighbours() {
+        let listed = CallbackPolicy::allowing(&["127.0.0.1:9000"]);
+        for url in [
+            "http://127.0.0.2:9000/",
+            "http://[::1]:9000/",
+            "http://localhost:9000/",
+            "http://10.0.0.1:9000/",
+            "http://example.com@127.0.0.1:9000/",
+            "http://127.0.0.1:9000@10.0.0.1:9000/",
+            "http://127.0.0.1:90000/",
+        ] {
+            assert!(listed.check(url).await.is_err(), "{url} should be refused");
+        }
+        for url in ["http://127.0.0.1:9000/hook", "http://2130706433:9000/hook", "http://127.1:9000/x"] {
+            let checked = listed.check(url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(checked.addrs, vec!["127.0.0.1:9000".parse().unwrap()], "{url}");
+        }
+    }
+
+    /// The host checked is the host the HTTP client connects to: reqwest parses URLs with the
+    /// `url` crate (WHATWG), so a URL that another parser reads differently (a backslash, percent
+    /// encoding, full-width characters, IDNA) must not pass the check as one host and be sent to
+    /// another.
+    #[test]
+    fn the_host_checked_is_the_host_connected_to() {
+        for raw in [
+            "https://%31%30.0.0.1.example.com/hook",
+            "https://10.0.0.1\\.example.com/hook",
+            "https://example.com\\.10.0.0.1/hook",
+            "https://EXAMPLE.com./hook",
+            "https://\u{ff45}xample.com/hook",
+            "https://example\u{3002}com/hook",
+            "https://b\u{fc}cher.example/hook",
+            "https://[0:0::1]/hook",
+            "https://0x0a.0.0.1/hook",
+            "https://example.com:443/hook",
+            "https://example.com:/hook",
+        ] {
+            let Ok(parsed) = parse_url(raw) else { continue };
+            let client =
+                url::Url::parse(raw).unwrap_or_else(|e| panic!("{raw} passed our parser but not reqwest's: {e}"));
+            let host = client.host_str().unwrap_or_default();
+            assert_eq!(parsed.host.as_str(), host, "{raw}: we would check {:?} and connect to {host:?}", parsed.host);
+            assert_eq!(Some(parsed.port), client.port_or_known_default(), "{raw}");
+        }
+    }
+
     #[test]
     fn address_classes() {
         for ip in [
@@ -239,10 +432,34 @@ mod tests {
             "fe80::1",
             "fd00::1",
             "::ffff:10.0.0.1",
+            "::ffff:127.0.0.1",
+            "::127.0.0.1",
+            "::ffff:0:127.0.0.1",
+            "fec0::1",
+            "fc00::1",
+            "fe00::",
+            "::2",
+            "4000::1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::a00:1",
+            "100::1",
+            "2001::1",
+            "2001:db8::1",
+            "3fff::1",
+            "2002:7f00:1::1",
+            "2002:a9fe:a9fe::1",
+            "ff02::1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.0.8",
+            "198.18.0.1",
+            "240.0.0.1",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:2800:220:1::1", "8.8.8.8"] {
+        for ip in
+            ["93.184.216.34", "2606:2800:220:1::1", "8.8.8.8", "::ffff:8.8.8.8", "2002:808:808::1", "2a00:1450:4001::1"]
+        {
             assert!(is_public(ip.parse().unwrap()), "{ip}");
         }
     }

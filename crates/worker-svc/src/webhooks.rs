@@ -1,9 +1,9 @@
 //! The `webhooks` handler: one attempt at delivering a file's callback.
 //!
 //! The URL is checked again against the callback policy at each attempt, and the connection
-//! goes only to the addresses that check resolved (`resolve_to_addrs`), so a name that
-//! re-resolves to a private address between the check and the connect (DNS rebinding) is not
-//! reached. Redirects are never followed, proxies from the environment are ignored, and each
+//! goes only to the addresses that check resolved (the client's only resolver, [`Pinned`],
+//! knows them and nothing else), so a name that re-resolves to a private address between the
+//! check and the connect (DNS rebinding) is not reached. Redirects are never followed, proxies from the environment are ignored, and each
 //! POST has a timeout. The body is signed per Standard Webhooks (`signature.rs`), with the same
 //! `webhook-id` on every retry.
 //!
@@ -12,6 +12,7 @@
 //! retried with exponential backoff, and the last attempt marks it `failed`. A URL the policy
 //! refuses, or a missing `WEBHOOK_SECRET`, fails at once.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,18 +131,15 @@ async fn post(
     let body = serde_json::to_vec(&data.payload).expect("a JSON value serialises");
     let timestamp = Utc::now().timestamp();
     let signature = secret.sign(&data.webhook_id, timestamp, &body);
-    let mut client = reqwest::Client::builder()
+    let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(CONNECT_TIMEOUT.min(ctx.webhook_timeout))
         .timeout(ctx.webhook_timeout)
-        .user_agent(concat!("worker-svc/", env!("CARGO_PKG_VERSION")));
-    let literal = checked.host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>().is_ok();
-    if !literal {
-        client = client.resolve_to_addrs(&checked.host, &checked.addrs);
-    }
+        .user_agent(concat!("worker-svc/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Pinned { host: checked.host.clone(), addrs: checked.addrs.clone() })
+        .build()?;
     let response = client
-        .build()?
         .post(&checked.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .header("webhook-id", &data.webhook_id)
@@ -151,6 +149,26 @@ async fn post(
         .send()
         .await?;
     Ok(response.status())
+}
+
+/// The client's only resolver: the checked host gives the checked addresses, any other name
+/// nothing. (An IP literal is not resolved; the check saw the same one.) Should the client ever
+/// read a URL's host otherwise than the check did, the POST fails instead of going to whatever
+/// the system resolver says.
+struct Pinned {
+    host: String,
+    addrs: Vec<SocketAddr>,
+}
+
+impl reqwest::dns::Resolve for Pinned {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let answer = if name.as_str().eq_ignore_ascii_case(&self.host) {
+            Ok(Box::new(self.addrs.clone().into_iter()) as reqwest::dns::Addrs)
+        } else {
+            Err(format!("{} is not the host that was checked ({})", name.as_str(), self.host).into())
+        };
+        Box::pin(std::future::ready(answer))
+    }
 }
 
 /// Records a delivery that cannot happen, and gives the callback up.
@@ -173,5 +191,39 @@ async fn give_up(ctx: &Context, job: &ActiveJob, data: &WebhookJob, reason: &str
 async fn set_state(ctx: &Context, data: &WebhookJob, state: &str) {
     if let Err(e) = ctx.db.set_delivery_state(data.file_id, state).await {
         tracing::warn!(error = %e, state, "could not record the callback's state");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A client with [`Pinned`] reaches the checked addresses under the checked name, and
+    /// nothing under any other name, not even a name the system resolves.
+    #[tokio::test]
+    async fn the_client_resolves_the_checked_host_only() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let pinned = Pinned { host: "hooks.example".to_owned(), addrs: vec![listener.local_addr().unwrap()] };
+        let client =
+            reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).dns_resolver(pinned).build().unwrap();
+
+        let other = client.post(format!("http://localhost:{port}/hook")).send().await;
+        assert!(other.is_err_and(|e| e.is_connect()), "localhost is not the checked host");
+        let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+        assert!(accepted.is_err(), "nothing connected for another name");
+
+        let checked = tokio::spawn({
+            let client = client.clone();
+            async move { client.post(format!("http://HOOKS.example:{port}/hook")).send().await }
+        });
+        let (stream, _) = tokio::time::timeout(Duration::from_secs(2), listener.accept())
+            .await
+            .expect("the checked host connects to the checked address")
+            .unwrap();
+        drop(stream);
+        let _ = checked.await;
     }
 }

@@ -111,6 +111,44 @@ async fn callbacks_never_reach_unlisted_hosts_or_follow_redirects() {
     trap.stop().await;
 }
 
+/// A listed name is called at the addresses the check resolved, however the URL writes it; an
+/// unlisted loopback address written as a number or as IPv4-mapped IPv6 is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listed_name_is_called_however_written_and_other_notations_do_not_reach_further() {
+    let trap = Receiver::start(vec![]);
+    let receiver = Receiver::start(vec![]);
+    let port = receiver.addr.port();
+    let allowed = format!("localhost:{port}");
+    let app = TestApp::spawn(&[("WEBHOOK_SECRET", SECRET), ("CALLBACK_ALLOWED_HOSTS", &allowed)]).await;
+
+    let by_name = app.upload(b"a\n", "a.txt", Some(&format!("http://LOCALHOST:{port}/hook"))).await;
+    let encoded = app.upload(b"b\n", "b.txt", Some(&format!("http://%6c%6f%63%61%6c%68%6f%73%74:{port}/hook"))).await;
+    let trap_port = trap.addr.port();
+    let decimal = app.upload(b"c\n", "c.txt", Some(&format!("http://2130706433:{trap_port}/hook"))).await;
+    let mapped = app.upload(b"d\n", "d.txt", Some(&format!("http://[::ffff:127.0.0.1]:{trap_port}/hook"))).await;
+
+    for (id, state) in [(by_name, "delivered"), (encoded, "delivered"), (decimal, "failed"), (mapped, "failed")] {
+        let row = eventually(LIMIT, &format!("the callback to be {state}"), async || {
+            let row = app.db.get_file(id).await.unwrap().unwrap();
+            (row.delivery_state.as_deref() == Some(state)).then_some(row)
+        })
+        .await;
+        let deliveries = app.db.deliveries(id).await.unwrap();
+        if state == "failed" {
+            assert!(deliveries[0].error.as_deref().unwrap().starts_with("callback_url refused"), "{deliveries:?}");
+        } else {
+            assert_eq!(deliveries.iter().map(|d| d.status_code).collect::<Vec<_>>(), [Some(200)], "{row:?}");
+        }
+    }
+    let received = receiver.received();
+    assert_eq!(received.len(), 2, "one POST for each URL naming the listed host");
+    assert!(received.iter().all(|r| r.headers["host"] == allowed), "{received:?}");
+    assert!(trap.received().is_empty(), "nothing reached the unlisted service: {:?}", trap.received());
+    app.stop().await;
+    receiver.stop().await;
+    trap.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_webhook_secret_callbacks_fail_with_a_reason() {
     let receiver = Receiver::start(vec![]);
