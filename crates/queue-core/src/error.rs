@@ -52,6 +52,16 @@ pub enum Error {
         after: Duration,
     },
 
+    /// The server accepted the connection only to refuse it, saying why (`max number of
+    /// clients reached` when `maxclients` is full). The next attempt may succeed.
+    #[error("redis {role} connection refused by the server: {reason}")]
+    Refused {
+        /// The role whose connection was refused.
+        role: Role,
+        /// What the server said, and what to do about it.
+        reason: String,
+    },
+
     /// Redis answered with an error, or the connection failed.
     #[error("redis {role} error: {source}")]
     Redis {
@@ -197,6 +207,7 @@ impl Error {
     pub fn is_connection_error(&self) -> bool {
         match self {
             Error::PartlyAdded { source, .. } => source.is_connection_error(),
+            Error::Refused { .. } => true,
             Error::Redis { source, .. } => {
                 source.is_io_error()
                     || source.is_connection_dropped()

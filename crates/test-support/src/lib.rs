@@ -30,4 +30,4 @@ pub use names::{redis_url, unique};
 pub use node_peer::NodePeer;
 pub use postgres::{database_url, fresh_database};
 pub use redis_server::RedisServer;
-pub use resp::resp_command;
+pub use resp::{RespConnection, resp_command};

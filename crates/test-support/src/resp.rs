@@ -44,6 +44,40 @@ pub(crate) fn try_resp_command(
     Ok(String::from_utf8_lossy(&reply).into_owned())
 }
 
+/// One connection kept open for several commands: an admin's seat that stays taken when the
+/// server stops accepting clients (`maxclients`).
+#[derive(Debug)]
+pub struct RespConnection {
+    reader: BufReader<TcpStream>,
+}
+
+impl RespConnection {
+    /// Connects to the server on `127.0.0.1:port`.
+    ///
+    /// # Panics
+    ///
+    /// If the connection fails.
+    pub fn open(port: u16) -> RespConnection {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect to redis-server");
+        stream.set_read_timeout(Some(REPLY_TIMEOUT)).expect("a read timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        RespConnection { reader: BufReader::new(stream) }
+    }
+
+    /// Sends one command and returns its raw reply (see [`resp_command`]).
+    ///
+    /// # Panics
+    ///
+    /// If the I/O fails.
+    pub fn command(&mut self, args: &[&str]) -> String {
+        self.reader.get_mut().write_all(&encode(args)).expect("send a command");
+        let mut reply = Vec::new();
+        read_reply(&mut self.reader, &mut reply).expect("read a reply");
+        String::from_utf8_lossy(&reply).into_owned()
+    }
+}
+
 /// Encodes a command as a RESP array of bulk strings.
 fn encode(args: &[&str]) -> Vec<u8> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();

@@ -471,3 +471,164 @@ async fn poison_jobs_fail_with_a_reason_and_the_queue_goes_on() {
     assert!(stack.worker.running(), "worker-svc is still running");
     connections.close().await;
 }
+
+/// The ids of `redis`'s clients whose name says `service` and `role` (`api-svc:command:0`,
+/// `bull:<queue>:worker-svc:blocking:1`).
+fn clients_of(redis: &RedisServer, service: &str, role: &str) -> Vec<String> {
+    let list = redis.command(&["CLIENT", "LIST"]);
+    list.lines()
+        .filter_map(|line| {
+            let field = |key: &str| line.split(' ').find_map(|f| f.strip_prefix(key)).map(str::to_owned);
+            let name = field("name=")?;
+            let parts: Vec<&str> = name.split(':').collect();
+            parts.windows(2).any(|w| w[0] == service && w[1] == role).then(|| field("id=")).flatten()
+        })
+        .collect()
+}
+
+/// Each role's connections dropped by the server (`CLIENT KILL ID`), one role at a time, while
+/// uploads go on: after each, a fresh upload must be processed (no wedged fetch, no lost
+/// subscription), and nothing acknowledged is lost.
+async fn connections_dropped_by_role(blocking: bool) {
+    let redis = RedisServer::start_with(&["--appendonly", "yes", "--save", ""]);
+    let mut worker_vars = fast_worker();
+    worker_vars.push(("WORKER_BLOCKING", blocking.to_string()));
+    let stack =
+        Stack::start(StackOptions { redis_url: Some(redis.url()), worker_vars, ..StackOptions::default() }).await;
+    let roles: &[(&str, &str)] = if blocking {
+        &[("api-svc", "command"), ("worker-svc", "command"), ("worker-svc", "blocking")]
+    } else {
+        &[("api-svc", "command"), ("worker-svc", "command"), ("worker-svc", "subscriber")]
+    };
+    let load = Load::start(&stack, "dropped", 0, Duration::from_millis(20));
+    let mut slowest_canary = Duration::ZERO;
+    for round in 0..faults(1, 10) {
+        for (service, role) in roles {
+            // A pool opens its connection again when it is needed: wait for it.
+            let ids = eventually(Duration::from_secs(10), &format!("{service}'s {role} connection"), async || {
+                let ids = clients_of(&redis, service, role);
+                (!ids.is_empty()).then_some(ids)
+            })
+            .await;
+            for id in &ids {
+                redis.command(&["CLIENT", "KILL", "ID", id]);
+            }
+            let started = Instant::now();
+            let canary =
+                stack.accepted(&format!("canary-{round}-{service}-{role}.txt"), "text/plain", b"c\n".to_vec()).await;
+            assert_eq!(
+                stack.finished(canary, Duration::from_secs(30)).await["status"],
+                "done",
+                "after {service} {role}"
+            );
+            slowest_canary = slowest_canary.max(started.elapsed());
+        }
+    }
+    let sent = load.stop().await;
+    let mut stack = stack;
+    let restarts = usize::from(!stack.api.running()) + usize::from(!stack.worker.running());
+    let mode = if blocking { "blocking" } else { "zero-blocking" };
+    let name = format!("connections dropped by role ({mode}), slowest canary {:.1} s", slowest_canary.as_secs_f64());
+    let report = audit(&stack, &name, &sent, restarts).await;
+    report.check(2 * roles.len() as i64 * faults(1, 10) as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_dropped_by_role_zero_blocking() {
+    connections_dropped_by_role(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_dropped_by_role_blocking() {
+    connections_dropped_by_role(true).await;
+}
+
+/// Redis's `maxclients` below what the stack needs (1 + 2 connections): the services say which
+/// limit they hit, retry with backoff rather than storm the server, acknowledge uploads
+/// meanwhile, and recover by themselves when the limit is raised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maxclients_below_the_stacks_sum() {
+    let redis = RedisServer::start_with(&["--appendonly", "yes", "--save", ""]);
+    let stack = Stack::start(StackOptions {
+        redis_url: Some(redis.url()),
+        worker_vars: fast_worker(),
+        ..StackOptions::default()
+    })
+    .await;
+    // An admin seat taken before the limit: Redis refuses only new clients. Then no room at all,
+    // and the services' connections taken away.
+    let mut admin = test_support::RespConnection::open(redis.port());
+    admin.command(&["CONFIG", "SET", "maxclients", "1"]);
+    let list = admin.command(&["CLIENT", "LIST"]);
+    for line in list.lines().filter(|l| l.contains("name=api-svc") || l.contains("worker-svc")) {
+        if let Some(id) = line.split(' ').find_map(|f| f.strip_prefix("id=")) {
+            admin.command(&["CLIENT", "KILL", "ID", id]);
+        }
+    }
+    let mut stats = |key: &str| -> u64 {
+        let info = admin.command(&["INFO", "stats"]);
+        info.lines().find_map(|l| l.strip_prefix(key)?.trim().parse().ok()).unwrap_or(0)
+    };
+    let load = Load::start(&stack, "maxclients", 0, Duration::from_millis(50));
+    let (received, rejected) = (stats("total_connections_received:"), stats("rejected_connections:"));
+    let window = Duration::from_secs(4);
+    tokio::time::sleep(window).await;
+    // A refused connection counts in rejected_connections only.
+    let refused = stats("rejected_connections:") - rejected;
+    let attempts = (stats("total_connections_received:") - received + refused) as f64 / window.as_secs_f64();
+    admin.command(&["CONFIG", "SET", "maxclients", "100"]);
+    let sent = load.stop().await;
+    let mut stack = stack;
+    let restarts = usize::from(!stack.api.running()) + usize::from(!stack.worker.running());
+    let name = format!("Redis maxclients 1, below the stack's 3: {attempts:.1} connection attempts/s");
+    let report = audit(&stack, &name, &sent, restarts).await;
+    assert!(refused > 0, "the services did try to connect");
+    // Backoff: a few attempts a second from two processes, not a storm.
+    assert!(attempts < 20.0, "{attempts:.1} connection attempts per second");
+    let logs = format!("{}{}", stack.api.log(), stack.worker.log());
+    let warnings: Vec<&str> = logs.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).take(12).collect();
+    assert!(logs.contains("max number of clients reached"), "the services name the limit they hit: {warnings:#?}");
+    report.check(2);
+}
+
+/// Redis out of memory (`noeviction` under a `maxmemory` just above what it holds): writes are
+/// refused, uploads are still acknowledged from Postgres or refused with 503, nothing
+/// acknowledged is lost, and the stack recovers by itself when memory is raised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_out_of_memory() {
+    let redis = RedisServer::start_with(&["--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"]);
+    let stack = Stack::start(StackOptions {
+        redis_url: Some(redis.url()),
+        worker_vars: fast_worker(),
+        ..StackOptions::default()
+    })
+    .await;
+    let used: u64 = redis
+        .command(&["INFO", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok())
+        .expect("used_memory");
+    redis.command(&["CONFIG", "SET", "maxmemory", &(used + 64 * 1024).to_string()]);
+    let load = Load::start(&stack, "oom", 0, Duration::from_millis(10));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let oom_errors: u64 = redis
+        .command(&["INFO", "stats"])
+        .lines()
+        .find_map(|l| l.strip_prefix("total_error_replies:")?.trim().parse().ok())
+        .unwrap_or(0);
+    redis.command(&["CONFIG", "SET", "maxmemory", "0"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = load.stop().await;
+    let mut stack = stack;
+    let restarts = usize::from(!stack.api.running()) + usize::from(!stack.worker.running());
+    let report =
+        audit(&stack, "Redis out of memory (noeviction, maxmemory reached), then raised", &sent, restarts).await;
+    assert!(oom_errors > 0, "Redis refused writes");
+    let warnings: Vec<String> =
+        stack.api.log().lines().filter(|l| l.contains("WARN")).take(5).map(str::to_owned).collect();
+    assert!(
+        stack.api.log().contains("command not allowed when used memory"),
+        "api-svc says why the job was not enqueued: {warnings:#?}"
+    );
+    report.check(2);
+}

@@ -18,6 +18,9 @@ pub(crate) const RECONNECT_MIN: Duration = Duration::from_millis(50);
 pub(crate) const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 /// Capped exponential backoff with full jitter for attempt `failures` (1 = first failure).
+/// How long the diagnosis of a failed connect waits for the server's first words.
+const REFUSAL_PROBE: Duration = Duration::from_millis(250);
+
 pub(crate) fn reconnect_delay(failures: u32) -> Duration {
     let exp = RECONNECT_MIN.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
     let cap = exp.min(RECONNECT_MAX);
@@ -128,6 +131,9 @@ impl Connector {
             Ok(Err(e)) => {
                 counters.connect_failed();
                 let err = Error::redis(role, self.scrub(e));
+                if let Some(refused) = self.refusal(role).await {
+                    return Err(refused);
+                }
                 return Err(if err.is_timeout() {
                     Error::Timeout { role, what: "connect", after: timeout }
                 } else {
@@ -136,6 +142,9 @@ impl Connector {
             }
             Err(_) => {
                 counters.connect_failed();
+                if let Some(refused) = self.refusal(role).await {
+                    return Err(refused);
+                }
                 return Err(Error::Timeout { role, what: "connect", after: timeout });
             }
         };
@@ -145,6 +154,36 @@ impl Connector {
         self.set_name(&mut conn, &name).await;
         tracing::debug!(role = %role, name = %name, endpoint = %self.config.url, "redis connection opened");
         Ok(Opened { conn, permit, name })
+    }
+
+    /// Why the server refuses connections, when it says so: a Redis whose `maxclients` is full
+    /// accepts the TCP connection, writes `-ERR max number of clients reached` and closes it,
+    /// which the driver reports as a broken pipe, a reset or a timeout, depending on who was
+    /// first. After a failed connect (never on the happy path), one plain TCP connection reads
+    /// what the server says first, for [`REFUSAL_PROBE`] at most. Plain TCP only (a TLS server
+    /// says nothing before the handshake).
+    async fn refusal(&self, role: Role) -> Option<Error> {
+        use tokio::io::AsyncReadExt;
+        let redis::ConnectionAddr::Tcp(host, port) = self.client.get_connection_info().addr() else {
+            return None;
+        };
+        let probe = async {
+            let mut stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await.ok()?;
+            let mut first = [0u8; 128];
+            let n = stream.read(&mut first).await.ok()?;
+            Some(String::from_utf8_lossy(&first[..n]).into_owned())
+        };
+        let said = tokio::time::timeout(REFUSAL_PROBE, probe).await.ok().flatten()?;
+        let said = said.strip_prefix('-')?.trim_end();
+        let reason = if said.contains("max number of clients reached") {
+            format!(
+                "{said} (Redis's maxclients is full: raise maxclients, or lower the connections of the \
+                 processes that share this server; queuectl connections shows who holds them)"
+            )
+        } else {
+            said.to_owned()
+        };
+        Some(Error::Refused { role, reason })
     }
 
     /// A server without `HELLO` (or a proxy that blocks it) echoes the command's arguments,

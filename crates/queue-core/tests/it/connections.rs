@@ -345,3 +345,31 @@ async fn a_server_without_hello_never_sees_the_password_echoed_in_errors() {
     assert!(!err.to_string().contains("s3cret-pw") && !format!("{err:?}").contains("s3cret-pw"), "{err:?}");
     assert!(err.to_string().contains("***"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_maxclients_is_named_in_the_error_and_the_connection_comes_back_when_raised() {
+    let server = RedisServer::start();
+    // An admin seat taken first: only new clients are refused.
+    let mut admin = test_support::RespConnection::open(server.port());
+    admin.command(&["CONFIG", "SET", "maxclients", "1"]);
+    let connections = Connections::builder(config(&server.url(), 1), "full").heartbeat(None).build().unwrap();
+    let q = Queue::new(&connections, "q").unwrap();
+    let err = q.add("a", json!({}), JobOptions::default()).await.unwrap_err();
+    assert!(matches!(err, Error::Refused { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("max number of clients reached") && err.to_string().contains("maxclients"),
+        "{err}"
+    );
+    assert!(err.is_connection_error() && err.is_retryable(), "a refusal is retried like a dropped connection");
+
+    admin.command(&["CONFIG", "SET", "maxclients", "100"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match q.add("b", json!({}), JobOptions::default()).await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "no recovery after maxclients was raised: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    connections.close().await;
+}
