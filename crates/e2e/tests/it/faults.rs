@@ -273,6 +273,12 @@ fn fast_worker() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The stack on a private Redis, with [`fast_worker`]'s intervals.
+async fn stack_on(redis: &RedisServer) -> Stack {
+    Stack::start(StackOptions { redis_url: Some(redis.url()), worker_vars: fast_worker(), ..StackOptions::default() })
+        .await
+}
+
 /// How long the run lasts between faults: until `at_least` has passed, or the soak's length.
 fn run_for(at_least: Duration) -> Duration {
     soak().unwrap_or(at_least)
@@ -305,12 +311,7 @@ async fn worker_svc_killed_mid_job_again_and_again() {
 /// reconciler gives back from Postgres.
 async fn redis_killed_and_restarted(fsync: &str) {
     let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", fsync, "--save", ""]);
-    let stack = Stack::start(StackOptions {
-        redis_url: Some(redis.url()),
-        worker_vars: fast_worker(),
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = stack_on(&redis).await;
     let kills = faults(2, 10);
     let between = run_for(Duration::from_secs(4)) / kills as u32;
     let load = Load::start(&stack, "redis", 0, Duration::from_millis(10));
@@ -344,12 +345,7 @@ async fn redis_killed_with_appendfsync_everysec() {
 /// timeout (1 s here) plus margin whatever the freeze, and `/readyz` tells the truth.
 async fn redis_frozen(freeze: Duration, expect_ready: bool) -> Report {
     let redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]);
-    let stack = Stack::start(StackOptions {
-        redis_url: Some(redis.url()),
-        worker_vars: fast_worker(),
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = stack_on(&redis).await;
     let load = Load::start(&stack, "frozen", 0, Duration::from_millis(20));
     tokio::time::sleep(Duration::from_millis(500)).await;
     redis.pause();
@@ -549,12 +545,7 @@ async fn connections_dropped_by_role_blocking() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maxclients_below_the_stacks_sum() {
     let redis = RedisServer::start_with(&["--appendonly", "yes", "--save", ""]);
-    let stack = Stack::start(StackOptions {
-        redis_url: Some(redis.url()),
-        worker_vars: fast_worker(),
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = stack_on(&redis).await;
     // An admin seat taken before the limit: Redis refuses only new clients. Then no room at all,
     // and the services' connections taken away.
     let mut admin = test_support::RespConnection::open(redis.port());
@@ -597,12 +588,7 @@ async fn maxclients_below_the_stacks_sum() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_out_of_memory() {
     let redis = RedisServer::start_with(&["--appendonly", "yes", "--save", "", "--maxmemory-policy", "noeviction"]);
-    let stack = Stack::start(StackOptions {
-        redis_url: Some(redis.url()),
-        worker_vars: fast_worker(),
-        ..StackOptions::default()
-    })
-    .await;
+    let stack = stack_on(&redis).await;
     let used: u64 = redis
         .command(&["INFO", "memory"])
         .lines()
