@@ -3,7 +3,9 @@
 //! Start-up: ffmpeg, ffprobe and `nice` are found; the Redis connections are built (command +
 //! subscriber in zero-blocking mode, plus one blocking connection per queue in blocking mode);
 //! the migrations are applied; `/livez` and `/metrics` are served; the worker starts on `files`
-//! and `webhooks`; the reconciler runs a first pass and then periodically.
+//! and `webhooks` (while Redis is down, frozen or full, again and again, 0.5 s doubling to 10 s:
+//! the service comes up when Redis does); the reconciler runs a first pass and then
+//! periodically.
 //!
 //! Shutdown (SIGTERM, Ctrl-C, or the future given to [`App::run_until`]): the handlers are told
 //! (running ffmpeg groups are killed and those file jobs park, see `drain.rs`), the worker stops
@@ -43,6 +45,11 @@ pub struct App {
     reconciler: JoinHandle<()>,
     shutdown: watch::Sender<bool>,
 }
+
+/// First wait before starting the worker again when Redis is not ready at start-up.
+const START_RETRY_FIRST: std::time::Duration = std::time::Duration::from_millis(500);
+/// Longest wait between two start attempts.
+const START_RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -102,16 +109,28 @@ impl App {
             let ctx = ctx.clone();
             typed_handler(move |job, data: WebhookJob| webhooks::handle(ctx.clone(), job, data))
         };
-        let specs = vec![
-            QueueSpec::new(files_queue, config.files_concurrency, on_file),
-            QueueSpec::new(webhooks_queue, config.webhook_concurrency, on_webhook),
-        ];
-        let worker = match Worker::start(&connections, config.worker.clone(), specs).await {
-            Ok(worker) => worker,
-            Err(e) => {
-                metrics_server.stop(false).await;
-                connections.close().await;
-                return Err(e.into());
+        let specs = || {
+            vec![
+                QueueSpec::new(files_queue.clone(), config.files_concurrency, on_file.clone()),
+                QueueSpec::new(webhooks_queue.clone(), config.webhook_concurrency, on_webhook.clone()),
+            ]
+        };
+        // Redis down, frozen or full (maxclients) at start-up is waited out, as it is later: the
+        // service comes up by itself when Redis does, instead of needing a restart.
+        let mut delay = START_RETRY_FIRST;
+        let worker = loop {
+            match Worker::start(&connections, config.worker.clone(), specs()).await {
+                Ok(worker) => break worker,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis is not ready; starting again soon");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(START_RETRY_MAX);
+                }
+                Err(e) => {
+                    metrics_server.stop(false).await;
+                    connections.close().await;
+                    return Err(e.into());
+                }
             }
         };
         ctx.metrics.watch_worker(worker.stats_handle());
@@ -171,7 +190,16 @@ impl App {
     }
 }
 
-/// Starts worker-svc with `config` and runs it until `shutdown` resolves.
+/// Starts worker-svc with `config` and runs it until `shutdown` resolves (also while it is
+/// still starting: a start-up that waits for Redis ends at once, with nothing in hand).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<WorkerStats> {
-    Ok(App::build(config).await?.run_until(shutdown).await)
+    let mut shutdown = std::pin::pin!(shutdown);
+    let app = tokio::select! {
+        app = App::build(config) => app?,
+        () = &mut shutdown => {
+            tracing::info!("stopped while starting");
+            return Ok(WorkerStats::default());
+        }
+    };
+    Ok(app.run_until(shutdown).await)
 }

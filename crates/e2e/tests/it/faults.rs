@@ -31,7 +31,7 @@ use test_support::RedisServer;
 use uuid::Uuid;
 
 /// How long the stack gets, after the last fault, to finish what it acknowledged.
-const SETTLE: Duration = Duration::from_secs(120);
+const SETTLE: Duration = Duration::from_secs(60);
 
 /// `Some(minutes)` in soak mode.
 fn soak() -> Option<Duration> {
@@ -617,4 +617,34 @@ async fn redis_out_of_memory() {
         "api-svc says why the job was not enqueued: {warnings:#?}"
     );
     report.check(2);
+}
+
+/// worker-svc (re)started while Redis is down waits for it instead of exiting, and comes up by
+/// itself when Redis does; a SIGTERM while it waits ends it at once, with exit code 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_svc_started_while_redis_is_down_comes_up_with_it() {
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always", "--save", ""]);
+    let mut stack = stack_on(&redis).await;
+    stack.worker.signal(Signal::SIGKILL);
+    let _ = stack.worker.exited(Duration::from_secs(5)).await;
+    tokio::task::block_in_place(|| redis.kill());
+
+    // A worker that is told to stop while it waits.
+    let mut waiting = Service::start("worker-svc", &stack.worker_env(), &stack.log_dir());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(waiting.running(), "worker-svc waits for Redis instead of exiting:\n{}", waiting.log());
+    waiting.signal(Signal::SIGTERM);
+    let status = waiting.exited(Duration::from_secs(10)).await.expect("it stops at once");
+    assert!(status.success(), "SIGTERM while waiting for Redis exits 0: {status:?}");
+
+    stack.worker = Service::start("worker-svc", &stack.worker_env(), &stack.log_dir());
+    let load = Load::start(&stack, "down", 0, Duration::from_millis(100));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(stack.worker.running(), "still waiting after 3 s:\n{}", stack.worker.log());
+    tokio::task::block_in_place(|| redis.restart());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = load.stop().await;
+    let restarts = usize::from(!stack.api.running()) + usize::from(!stack.worker.running());
+    let report = audit(&stack, "worker-svc started while Redis is down, then Redis back", &sent, restarts).await;
+    report.check(0);
 }
