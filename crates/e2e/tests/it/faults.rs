@@ -648,3 +648,28 @@ async fn worker_svc_started_while_redis_is_down_comes_up_with_it() {
     let report = audit(&stack, "worker-svc started while Redis is down, then Redis back", &sent, restarts).await;
     report.check(0);
 }
+
+/// Both cores busy (two spinning processes at the services' own priority) for three lock
+/// durations while videos are processed: lock renewals still arrive, so no job runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_starvation_longer_than_the_lock() {
+    let stack = Stack::start(StackOptions { worker_vars: fast_worker(), ..StackOptions::default() }).await;
+    let load = Load::start(&stack, "cpu", 2, Duration::from_millis(50));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let spin = || std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().expect("sh");
+    let mut hogs = [spin(), spin()];
+    tokio::time::sleep(run_for(Duration::from_secs(6))).await;
+    for hog in &mut hogs {
+        let _ = hog.kill();
+        let _ = hog.wait();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = load.stop().await;
+    let mut stack = stack;
+    let restarts = usize::from(!stack.api.running()) + usize::from(!stack.worker.running());
+    let report = audit(&stack, "CPU starvation: both cores spinning for 3 lock durations", &sent, restarts).await;
+    let metrics = e2e::scrape(&stack.client, &stack.metrics_base).await;
+    assert_eq!(metrics.sum("worker_locks_lost_total", &[]), 0.0, "no lock was lost: {}", metrics.text);
+    assert!(metrics.sum("worker_lock_renewals_total", &[]) > 0.0, "locks were renewed: {}", metrics.text);
+    report.check(0);
+}
