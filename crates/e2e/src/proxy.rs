@@ -1,20 +1,31 @@
-//! A TCP proxy that can cut a link without stopping the server behind it: an outage of a
-//! shared server (Postgres) for one test.
+//! A TCP proxy that can cut or blackhole a link without stopping the server behind it: an
+//! outage of a shared server (Postgres) for one test, or a network that drops everything.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
-/// A TCP proxy in front of a server that can cut every link (open and new) and restore them:
-/// an outage without stopping the shared server.
+/// What the proxy does with the link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// Bytes flow.
+    Open,
+    /// Every link is dropped and new ones refused: the peer sees a reset at once.
+    Cut,
+    /// Links stay open and connections are accepted, but no byte goes through: the peer sees
+    /// nothing at all, as when packets are lost on the way, until its own timeouts fire.
+    Blackhole,
+}
+
+/// A TCP proxy in front of a server that can cut every link (open and new), blackhole them, and
+/// restore them: an outage without stopping the server.
 #[derive(Debug)]
 pub struct ChaosProxy {
     addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    cuts: broadcast::Sender<()>,
+    link: watch::Sender<Link>,
 }
 
 impl ChaosProxy {
@@ -26,26 +37,27 @@ impl ChaosProxy {
     pub async fn start(upstream: SocketAddr) -> ChaosProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let (cuts, _) = broadcast::channel(4);
-        let (flag, signal) = (cut.clone(), cuts.clone());
+        let (link, _) = watch::channel(Link::Open);
+        let state = link.clone();
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if flag.load(Ordering::SeqCst) {
+            while let Ok((client, _)) = listener.accept().await {
+                if *state.borrow() == Link::Cut {
                     drop(client);
                     continue;
                 }
-                let mut cut_now = signal.subscribe();
+                let state = state.subscribe();
                 tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                    let Ok(server) = TcpStream::connect(upstream).await else { return };
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut_now.recv() => {}
+                        () = pump(client_read, server_write, state.clone()) => {}
+                        () = pump(server_read, client_write, state) => {}
                     }
                 });
             }
         });
-        ChaosProxy { addr, cut, cuts }
+        ChaosProxy { addr, link }
     }
 
     /// Where it listens.
@@ -55,13 +67,43 @@ impl ChaosProxy {
 
     /// Drops every open link and refuses new ones.
     pub fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        let _ = self.cuts.send(());
+        self.link.send_replace(Link::Cut);
     }
 
-    /// Lets links through again.
+    /// Keeps every link open but lets no byte through, and accepts new links that go nowhere.
+    pub fn blackhole(&self) {
+        self.link.send_replace(Link::Blackhole);
+    }
+
+    /// Lets links through again (held bytes of a blackhole flow on, as TCP's retransmissions
+    /// would deliver them).
     pub fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
+        self.link.send_replace(Link::Open);
+    }
+}
+
+/// Copies `from` to `to` while the link is open; holds while it is blackholed; ends when it is
+/// cut or either side closes.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut link: watch::Receiver<Link>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            changed = link.wait_for(|l| *l == Link::Cut) => {
+                let _ = changed;
+                return;
+            }
+        };
+        match link.wait_for(|l| *l != Link::Blackhole).await.map(|l| *l) {
+            Ok(Link::Open) => {}
+            _ => return,
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

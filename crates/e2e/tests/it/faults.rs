@@ -673,3 +673,62 @@ async fn cpu_starvation_longer_than_the_lock() {
     assert!(metrics.sum("worker_lock_renewals_total", &[]) > 0.0, "locks were renewed: {}", metrics.text);
     report.check(0);
 }
+
+/// The network between the services and Redis cut (resets at once) and blackholed (nothing
+/// comes back, for longer than the command timeout and the lock), through a TCP proxy: requests
+/// end within the command timeout, no blocking fetch wedges (a fresh upload is processed after
+/// each), nothing acknowledged is lost.
+async fn redis_link_cut_and_blackholed(blocking: bool) {
+    let redis = RedisServer::start_with(&["--appendonly", "yes", "--save", ""]);
+    let proxy = e2e::ChaosProxy::start(([127, 0, 0, 1], redis.port()).into()).await;
+    let mut worker_vars = fast_worker();
+    worker_vars.push(("WORKER_BLOCKING", blocking.to_string()));
+    let stack = Stack::start(StackOptions {
+        redis_url: Some(format!("redis://{}", proxy.addr())),
+        worker_vars,
+        ..StackOptions::default()
+    })
+    .await;
+    let load = Load::start(&stack, "link", 0, Duration::from_millis(20));
+    let mut slowest_canary = Duration::ZERO;
+    for round in 0..faults(1, 10) {
+        for (fault, length) in [("cut", Duration::from_secs(2)), ("blackhole", Duration::from_secs(4))] {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if fault == "cut" {
+                proxy.cut()
+            } else {
+                proxy.blackhole()
+            }
+            tokio::time::sleep(length).await;
+            proxy.restore();
+            let started = Instant::now();
+            let canary = stack.accepted(&format!("canary-{round}-{fault}.txt"), "text/plain", b"c\n".to_vec()).await;
+            let file = stack.finished(canary, Duration::from_secs(30)).await;
+            assert_eq!(file["status"], "done", "after the {fault}");
+            slowest_canary = slowest_canary.max(started.elapsed());
+        }
+    }
+    let sent = load.stop().await;
+    let mut stack = stack;
+    let restarts = usize::from(!stack.api.running()) + usize::from(!stack.worker.running());
+    let mode = if blocking { "blocking" } else { "zero-blocking" };
+    let name = format!(
+        "Redis link cut 2 s, then blackholed 4 s ({mode}), slowest canary {:.1} s",
+        slowest_canary.as_secs_f64()
+    );
+    let report = audit(&stack, &name, &sent, restarts).await;
+    // Uploads are acknowledged from Postgres while Redis is unreachable: none waits much longer
+    // than the command timeout (1 s), even when nothing comes back at all.
+    assert!(report.longest_request < Duration::from_secs(3), "no upload hung: {report:?}");
+    report.check(4 * faults(1, 10) as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_link_cut_and_blackholed_zero_blocking() {
+    redis_link_cut_and_blackholed(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_link_cut_and_blackholed_blocking() {
+    redis_link_cut_and_blackholed(true).await;
+}
