@@ -43,6 +43,8 @@ pub struct StackOptions {
     pub redis_url: Option<String>,
     /// The queue prefix; a unique one when `None` (tests share a Redis).
     pub prefix: Option<String>,
+    /// The Postgres database every service uses; a fresh one on the shared server when `None`.
+    pub database_url: Option<String>,
     /// Extra or overriding variables for api-svc.
     pub api_vars: Vec<(&'static str, String)>,
     /// Extra or overriding variables for worker-svc.
@@ -119,7 +121,10 @@ impl Stack {
         let path = |sub: &str| dir.path().join(sub).to_str().expect("a UTF-8 path").to_owned();
         let redis_url = options.redis_url.unwrap_or_else(test_support::redis_url);
         let prefix = options.prefix.unwrap_or_else(|| test_support::unique("e2e"));
-        let database_url = test_support::fresh_database().await;
+        let database_url = match options.database_url {
+            Some(url) => url,
+            None => test_support::fresh_database().await,
+        };
         let shared = vec![
             ("REDIS_URL", redis_url.clone()),
             ("QUEUE_PREFIX", prefix.clone()),

@@ -20,6 +20,7 @@ mod media;
 mod names;
 mod node_peer;
 mod postgres;
+mod postgres_server;
 mod redis_server;
 mod resp;
 
@@ -29,5 +30,6 @@ pub use media::{Media, probe};
 pub use names::{redis_url, unique};
 pub use node_peer::NodePeer;
 pub use postgres::{database_url, fresh_database};
+pub use postgres_server::{PostgresServer, StopMode, postgres_available};
 pub use redis_server::RedisServer;
 pub use resp::{RespConnection, resp_command};

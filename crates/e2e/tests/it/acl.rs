@@ -133,6 +133,7 @@ async fn every_service_runs_as_its_own_redis_user_and_nothing_is_refused() {
             ("HEALTH_CANARY_INTERVAL_MS", "300".to_owned()),
             ("HEALTH_CANARY_MAX_AGE_MS", "5000".to_owned()),
         ],
+        database_url: None,
     })
     .await;
 

@@ -732,3 +732,60 @@ async fn redis_link_cut_and_blackholed_zero_blocking() {
 async fn redis_link_cut_and_blackholed_blocking() {
     redis_link_cut_and_blackholed(true).await;
 }
+
+/// Postgres restarted under the load, `fast` (clients disconnected, a clean shutdown) and then
+/// `immediate` (a crash and recovery), down 2 s each time: uploads get 503 while it is down rather than hanging, no
+/// job completes in Redis without its row saying so, retries recover, nothing acknowledged is
+/// lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_fast_and_immediate() {
+    if !test_support::postgres_available() {
+        eprintln!("skipped: PostgreSQL's binaries are not installed, no private server can be run");
+        return;
+    }
+    let mut postgres = tokio::task::block_in_place(test_support::PostgresServer::start);
+    let stack = Stack::start(StackOptions {
+        database_url: Some(postgres.url()),
+        worker_vars: fast_worker(),
+        ..StackOptions::default()
+    })
+    .await;
+    let load = Load::start(&stack, "pg", 3, Duration::from_millis(20));
+    for mode in [test_support::StopMode::Fast, test_support::StopMode::Immediate] {
+        tokio::time::sleep(run_for(Duration::from_secs(2)) / 2).await;
+        tokio::task::block_in_place(|| postgres.restart(mode, Duration::from_secs(2)));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = load.stop().await;
+    let mut stack = stack;
+    let restarts = usize::from(!stack.api.running()) + usize::from(!stack.worker.running());
+    let report = audit(&stack, "Postgres restarted, fast then immediate, down 2 s each", &sent, restarts).await;
+
+    // Every job Redis completed has its row finished: a result is written to Postgres before
+    // the job completes, never after.
+    let mut config = RedisConfig::new(RedisUrl::parse(&stack.redis_url).unwrap());
+    config.prefix = stack.prefix.clone();
+    let connections = Connections::builder(config, "e2e-pg").heartbeat(None).build().unwrap();
+    let raw = Raw::new(&connections);
+    let keys = QueueKeys::new(&stack.prefix, "files").unwrap();
+    let completed: Vec<String> = raw.query(&["ZRANGE", &keys.completed(), "0", "-1"]).await.unwrap();
+    assert!(!completed.is_empty());
+    for id in &completed {
+        let Ok(file_id) = id.parse::<Uuid>() else { continue };
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM files WHERE id = $1")
+            .bind(file_id)
+            .fetch_optional(&stack.db)
+            .await
+            .unwrap();
+        assert!(
+            matches!(status.as_deref(), Some("done" | "failed")),
+            "job {id} completed in Redis but its row says {status:?}"
+        );
+    }
+    connections.close().await;
+    assert!(
+        report.refused > 0 || report.longest_request > Duration::from_millis(100),
+        "the restarts were felt: {report:?}"
+    );
+    report.check(4);
+}
