@@ -789,3 +789,73 @@ async fn postgres_restarted_fast_and_immediate() {
     );
     report.check(4);
 }
+
+/// A tmpfs mounted for the test, unmounted on drop.
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// `None` where mounting is not allowed (not root, no tmpfs).
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::Builder::new().prefix("faults-tmpfs-").tempdir().ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then_some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+/// The disk of Redis's AOF full (a small tmpfs filled up) under the load, with `everysec`: Redis
+/// refuses writes (`MISCONF`), uploads are still acknowledged from Postgres, and once space
+/// returns Redis writes again and everything acknowledged is processed, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_aof_disk_full_then_freed() {
+    let Some(disk) = Tmpfs::mount("16m") else {
+        eprintln!("skipped: a tmpfs cannot be mounted here (it needs root)");
+        return;
+    };
+    let dir = disk.0.path().to_str().unwrap().to_owned();
+    let redis = RedisServer::start_with(&["--dir", &dir, "--appendonly", "yes", "--appendfsync", "everysec"]);
+    let stack = stack_on(&redis).await;
+    let load = Load::start(&stack, "disk", 0, Duration::from_millis(20));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Fill the disk.
+    let filler = disk.0.path().join("filler");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.sync_all();
+    }
+    let full = eventually(Duration::from_secs(10), "Redis to report the failed AOF write", async || {
+        let info = redis.command(&["INFO", "persistence"]);
+        info.contains("aof_last_write_status:err").then_some(info)
+    })
+    .await;
+    assert!(full.contains("aof_last_write_status:err"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    std::fs::remove_file(&filler).unwrap();
+    eventually(Duration::from_secs(10), "Redis to write its AOF again", async || {
+        redis.command(&["INFO", "persistence"]).contains("aof_last_write_status:ok").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = load.stop().await;
+    let mut stack = stack;
+    let restarts = usize::from(!stack.api.running()) + usize::from(!stack.worker.running());
+    let report = audit(&stack, "AOF disk full (everysec) for 2 s, then freed", &sent, restarts).await;
+    let warned = stack.api.log().contains("MISCONF") || stack.worker.log().contains("MISCONF");
+    assert!(warned, "the services saw Redis refuse writes");
+    report.check(2);
+    drop(stack);
+    drop(redis);
+}
