@@ -859,3 +859,90 @@ async fn the_aof_disk_full_then_freed() {
     drop(stack);
     drop(redis);
 }
+
+/// Whether the kernel can shape a link with `netem` (a namespace with a veth pair is made and
+/// removed to find out); the reason when not.
+fn netem_available() -> Result<(), String> {
+    let ns = format!("faults-probe-{}", std::process::id());
+    let run = |args: &[&str]| -> Result<(), String> {
+        let out = std::process::Command::new(args[0]).args(&args[1..]).output().map_err(|e| e.to_string())?;
+        out.status.success().then_some(()).ok_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    };
+    run(&["ip", "netns", "add", &ns])?;
+    let shaped = run(&["ip", "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"]);
+    let _ = run(&["ip", "netns", "del", &ns]);
+    shaped
+}
+
+/// Latency percentile of the acknowledged uploads.
+fn percentile(sent: &[Sent], p: f64) -> Duration {
+    let mut took: Vec<Duration> = sent.iter().filter(|s| s.id.is_some()).map(|s| s.took).collect();
+    took.sort();
+    took.get(((took.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or_default()
+}
+
+/// "Fast in dev, times out in prod": the same load with Redis and Postgres on loopback, then
+/// behind 2 ms and 20 ms of one-way latency, with the default timeouts. At 2 ms nothing fails;
+/// at 20 ms whatever fails, fails with an answer (never a hang), and nothing acknowledged is
+/// lost. The latency is added by a TCP proxy in both directions: this kernel has no `netem`
+/// (the test says so when it cannot shape the link), so packet loss is not emulated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_latency_against_loopback() {
+    match netem_available() {
+        Ok(()) => eprintln!("netem is available; latency is still added by the proxy, for the same figures everywhere"),
+        Err(why) => eprintln!("netem unavailable here ({why}): latency added in userspace, loss not emulated"),
+    }
+    let window = run_for(Duration::from_secs(5));
+    let mut rows = Vec::new();
+    for one_way in [Duration::ZERO, Duration::from_millis(2), Duration::from_millis(20)] {
+        let redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]);
+        let redis_proxy = e2e::ChaosProxy::start(([127, 0, 0, 1], redis.port()).into()).await;
+        let direct = test_support::fresh_database().await;
+        let (_, upstream) = e2e::through(&direct, "127.0.0.1:1".parse().unwrap());
+        let pg_proxy = e2e::ChaosProxy::start(upstream).await;
+        let (database_url, _) = e2e::through(&direct, pg_proxy.addr());
+        // The defaults, not the test stack's short timeouts.
+        let defaults = || {
+            vec![
+                ("REDIS_COMMAND_TIMEOUT_MS", "5000".to_owned()),
+                ("REDIS_CONNECT_TIMEOUT_MS", "3000".to_owned()),
+                ("DATABASE_ACQUIRE_TIMEOUT_MS", "3000".to_owned()),
+            ]
+        };
+        let mut worker_vars = defaults();
+        worker_vars.extend(fast_worker());
+        let stack = Stack::start(StackOptions {
+            redis_url: Some(format!("redis://{}", redis_proxy.addr())),
+            database_url: Some(database_url),
+            api_vars: defaults(),
+            worker_vars,
+            ..StackOptions::default()
+        })
+        .await;
+        redis_proxy.delay(one_way);
+        pg_proxy.delay(one_way);
+        let load = Load::start(&stack, "net", 0, Duration::ZERO);
+        tokio::time::sleep(window).await;
+        let sent = load.stop().await;
+        let done_in_window: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM files WHERE status = 'done'").fetch_one(&stack.db).await.unwrap();
+        let (p50, p99) = (percentile(&sent, 0.5), percentile(&sent, 0.99));
+        let mut stack = stack;
+        let restarts = usize::from(!stack.api.running()) + usize::from(!stack.worker.running());
+        let name = format!(
+            "one-way latency {} ms: {:.1} uploads/s, {:.1} files done/s, upload p50 {:.0} ms, p99 {:.0} ms",
+            one_way.as_millis(),
+            sent.iter().filter(|s| s.id.is_some()).count() as f64 / window.as_secs_f64(),
+            done_in_window as f64 / window.as_secs_f64(),
+            p50.as_secs_f64() * 1000.0,
+            p99.as_secs_f64() * 1000.0,
+        );
+        let report = audit(&stack, &name, &sent, restarts).await;
+        if one_way <= Duration::from_millis(2) {
+            assert_eq!((report.refused, report.failed), (0, 0), "no failure at {one_way:?}: {report:?}");
+        }
+        report.check(0);
+        rows.push(name);
+    }
+    eprintln!("{rows:#?}");
+}
