@@ -15,3 +15,4 @@ mod run_script;
 mod s3;
 mod secrets;
 mod startup;
+mod tls;

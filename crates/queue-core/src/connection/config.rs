@@ -7,6 +7,7 @@
 //! | `REDIS_MAX_CONNECTIONS` | the process's plan | hard budget of Redis connections for this process; when set, a plan that needs more fails at start-up |
 //! | `REDIS_CONNECT_TIMEOUT_MS` | [`DEFAULT_CONNECT_TIMEOUT`] | TCP + TLS + handshake limit for one connection attempt |
 //! | `REDIS_COMMAND_TIMEOUT_MS` | [`DEFAULT_COMMAND_TIMEOUT`] | limit for one non-blocking command or script |
+//! | `REDIS_TLS_CA_FILE` | unset: the public web roots | with `rediss://`, a PEM file of the CA(s) that signed the server's certificate (a private CA) |
 //!
 //! Nothing is rewritten: the URL given is the URL used, and it is logged once, redacted.
 
@@ -102,6 +103,9 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// Limit for one non-blocking command.
     pub command_timeout: Duration,
+    /// With `rediss://`: the PEM certificates of the CA(s) to trust instead of the public web
+    /// roots (`REDIS_TLS_CA_FILE`, read at start-up).
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl RedisConfig {
@@ -113,6 +117,7 @@ impl RedisConfig {
             max_connections: None,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            tls_ca: None,
         }
     }
 
@@ -140,6 +145,17 @@ impl RedisConfig {
         }
         if let Some(raw) = lookup("REDIS_COMMAND_TIMEOUT_MS") {
             config.command_timeout = Duration::from_millis(parse_positive("REDIS_COMMAND_TIMEOUT_MS", &raw)?);
+        }
+        if let Some(path) = lookup("REDIS_TLS_CA_FILE").filter(|v| !v.trim().is_empty()) {
+            let bad = |why: String| Error::config("REDIS_TLS_CA_FILE", why);
+            if !config.url.is_tls() {
+                return Err(bad("is only used with a rediss:// REDIS_URL".to_owned()));
+            }
+            let pem = std::fs::read(&path).map_err(|e| bad(format!("{path}: {e}")))?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(bad(format!("{path}: no PEM certificate in it")));
+            }
+            config.tls_ca = Some(pem);
         }
         Ok(config)
     }

@@ -63,7 +63,15 @@ impl Connector {
         // RESP3 lets the driver report disconnects through a push sender (Redis 6+).
         let info = info.clone().set_redis_settings(info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3));
         let info = info.set_tcp_settings(tcp_settings());
-        let client = Client::open(info).map_err(|e| Error::config("REDIS_URL", format!("{}: {e}", config.url)))?;
+        let client = match &config.tls_ca {
+            // A private CA: trusted instead of the public web roots.
+            Some(pem) => {
+                let certificates = redis::TlsCertificates { client_tls: None, root_cert: Some(pem.clone()) };
+                Client::build_with_tls(info, certificates)
+                    .map_err(|e| Error::config("REDIS_TLS_CA_FILE", format!("not usable as a CA: {e}")))?
+            }
+            None => Client::open(info).map_err(|e| Error::config("REDIS_URL", format!("{}: {e}", config.url)))?,
+        };
         Ok(Arc::new(Connector {
             client,
             service: service.to_owned(),
