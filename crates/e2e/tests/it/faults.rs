@@ -946,3 +946,57 @@ async fn network_latency_against_loopback() {
     }
     eprintln!("{rows:#?}");
 }
+
+/// The pids of the `ffmpeg` processes whose parent is `parent` and that work on a first attempt
+/// (their scratch paths say `<file id>-a1-`).
+fn ffmpeg_children(parent: u32) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // pid (comm) state ppid ...
+        let Some((head, rest)) = stat.rsplit_once(") ") else { continue };
+        let comm = head.split_once(" (").map(|(_, c)| c).unwrap_or("");
+        let ppid = rest.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok());
+        let first_attempt = std::fs::read(entry.path().join("cmdline"))
+            .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("-a1-"));
+        if comm == "ffmpeg" && ppid == Some(parent) && first_attempt {
+            found.extend(entry.file_name().to_str().and_then(|p| p.parse::<i32>().ok()));
+        }
+    }
+    found
+}
+
+/// Only ffmpeg SIGKILLed under running jobs (worker-svc lives on), each file's first attempt
+/// at most: that attempt ends as a transient failure and is retried, every file ends `done`,
+/// and the worker goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ffmpeg_killed_under_running_jobs() {
+    let stack = Stack::start(StackOptions { worker_vars: fast_worker(), ..StackOptions::default() }).await;
+    let worker_pid = stack.worker.pid().expect("worker-svc runs");
+    let clip = test_support::Media::new().video("long.mp4", 8, "640x360");
+    let mut sent = Vec::new();
+    for i in 0..faults(3, 10) {
+        let started = Instant::now();
+        let id = stack.accepted(&format!("long-{i}.mp4"), "video/mp4", clip.clone()).await;
+        sent.push(Sent { id: Some(id), status: 202, took: started.elapsed() });
+    }
+    let mut kills = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kills < faults(3, 10) && Instant::now() < deadline {
+        for pid in ffmpeg_children(worker_pid) {
+            if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                kills += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(kills > 0, "ffmpeg ran and was killed");
+    let mut stack = stack;
+    let restarts = usize::from(!stack.api.running()) + usize::from(!stack.worker.running());
+    let report =
+        audit(&stack, &format!("ffmpeg alone SIGKILLed {kills} times under running jobs"), &sent, restarts).await;
+    for s in &sent {
+        assert_eq!(stack.file(s.id.unwrap()).await["status"], "done", "retried to the end");
+    }
+    report.check(kills as i64);
+}
