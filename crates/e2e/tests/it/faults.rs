@@ -1000,3 +1000,35 @@ async fn ffmpeg_killed_under_running_jobs() {
     }
     report.check(kills as i64);
 }
+
+/// worker-svc SIGTERMed with long jobs in flight: it stops taking jobs, its ffmpeg runs are
+/// stopped and their jobs left to be retried, it exits 0 within its drain deadline, and a new
+/// worker finishes every file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_svc_sigtermed_with_long_jobs_in_flight() {
+    let mut stack = Stack::start(StackOptions { worker_vars: fast_worker(), ..StackOptions::default() }).await;
+    let worker_pid = stack.worker.pid().expect("worker-svc runs");
+    let clip = test_support::Media::new().video("long.mp4", 8, "640x360");
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        let started = Instant::now();
+        let id = stack.accepted(&format!("long-{i}.mp4"), "video/mp4", clip.clone()).await;
+        sent.push(Sent { id: Some(id), status: 202, took: started.elapsed() });
+    }
+    eventually(Duration::from_secs(30), "ffmpeg to run", async || {
+        (!ffmpeg_children(worker_pid).is_empty()).then_some(())
+    })
+    .await;
+    let stopping = Instant::now();
+    stack.worker.signal(Signal::SIGTERM);
+    let status =
+        stack.worker.exited(Duration::from_secs(20)).await.expect("worker-svc exits within its drain deadline");
+    let took = stopping.elapsed();
+    assert!(status.success(), "a drain exits 0: {status:?}");
+    stack.worker = Service::start("worker-svc", &stack.worker_env(), &stack.log_dir());
+    let restarts = usize::from(!stack.api.running());
+    let name = format!("worker-svc SIGTERM with 2 long jobs in flight: exit 0 after {} ms", took.as_millis());
+    let report = audit(&stack, &name, &sent, restarts).await;
+    // The two jobs in flight run again; nothing else does.
+    report.check(2);
+}
