@@ -344,11 +344,44 @@ async fn redis_killed_with_appendfsync_everysec() {
 /// Redis frozen (SIGSTOP) for `freeze` while uploads go on: the API answers within its command
 /// timeout (1 s here) plus margin whatever the freeze, and `/readyz` tells the truth.
 async fn redis_frozen(freeze: Duration, expect_ready: bool) -> Report {
+    redis_frozen_by(Freeze::Sigstop, freeze, expect_ready).await
+}
+
+/// How Redis is frozen. They differ in what the server does meanwhile: SIGSTOP accepts nothing
+/// and runs nothing; `DEBUG SLEEP` holds the event loop (connections queue up) and keys' TTLs
+/// run on, so locks expire the moment it wakes; `CLIENT PAUSE ALL` answers nothing but keeps
+/// time-based expiry paused too.
+#[derive(Clone, Copy, Debug)]
+enum Freeze {
+    Sigstop,
+    DebugSleep,
+    ClientPause,
+}
+
+async fn redis_frozen_by(how: Freeze, freeze: Duration, expect_ready: bool) -> Report {
     let redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "everysec", "--save", ""]);
     let stack = stack_on(&redis).await;
     let load = Load::start(&stack, "frozen", 0, Duration::from_millis(20));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    redis.pause();
+    let port = redis.port();
+    let sleeper = match how {
+        Freeze::Sigstop => {
+            redis.pause();
+            None
+        }
+        Freeze::DebugSleep => {
+            let secs = format!("{:.3}", freeze.as_secs_f64());
+            let sleeper = std::thread::spawn(move || test_support::resp_command(port, &["DEBUG", "SLEEP", &secs]));
+            // Until the server has read it, it answers.
+            std::thread::sleep(Duration::from_millis(50));
+            Some(sleeper)
+        }
+        Freeze::ClientPause => {
+            let ms = freeze.as_millis().to_string();
+            test_support::resp_command(port, &["CLIENT", "PAUSE", &ms, "ALL"]);
+            None
+        }
+    };
     let frozen_at = Instant::now();
     tokio::time::sleep(freeze / 2).await;
     // A probe while frozen, answered whenever it is answered; the freeze ends on time meanwhile.
@@ -361,13 +394,24 @@ async fn redis_frozen(freeze: Duration, expect_ready: bool) -> Report {
         })
     };
     tokio::time::sleep(freeze.saturating_sub(frozen_at.elapsed())).await;
-    redis.resume();
+    match how {
+        Freeze::Sigstop => redis.resume(),
+        Freeze::DebugSleep => {
+            let _ = tokio::task::block_in_place(|| sleeper.map(|s| s.join()));
+        }
+        Freeze::ClientPause => {}
+    }
     let (readyz_took, readyz_status, readyz_body) = probe.await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = load.stop().await;
     let mut stack = stack;
     let restarts = usize::from(!stack.api.running()) + usize::from(!stack.worker.running());
-    let name = format!("Redis frozen (SIGSTOP) {:.1} s", freeze.as_secs_f64());
+    let what = match how {
+        Freeze::Sigstop => "SIGSTOP",
+        Freeze::DebugSleep => "DEBUG SLEEP",
+        Freeze::ClientPause => "CLIENT PAUSE ALL",
+    };
+    let name = format!("Redis frozen ({what}) {:.1} s", freeze.as_secs_f64());
     let report = audit(&stack, &name, &sent, restarts).await;
     assert!(readyz_took < Duration::from_millis(2500), "/readyz answered in {readyz_took:?} while frozen");
     if expect_ready {
@@ -388,6 +432,20 @@ async fn redis_frozen_shorter_than_the_command_timeout() {
     let report = redis_frozen(Duration::from_millis(400), true).await;
     assert_eq!(report.refused, 0, "no upload refused: {report:?}");
     report.check(0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_by_debug_sleep_longer_than_the_lock() {
+    let report = redis_frozen_by(Freeze::DebugSleep, Duration::from_secs(4), false).await;
+    assert!(report.longest_request < Duration::from_secs(3), "no upload hung: {report:?}");
+    report.check(4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_by_client_pause_longer_than_the_lock() {
+    let report = redis_frozen_by(Freeze::ClientPause, Duration::from_secs(4), false).await;
+    assert!(report.longest_request < Duration::from_secs(3), "no upload hung: {report:?}");
+    report.check(4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
