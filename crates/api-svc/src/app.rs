@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::state::AppState;
-use crate::{openapi, request_id, routes};
+use crate::{request_id, routes};
 
 /// The service name: the first part of its Redis connection names and heartbeat.
 pub const SERVICE: &str = "api-svc";
@@ -85,7 +85,6 @@ impl Application {
                 .wrap(from_fn(platform::metrics::middleware))
                 .wrap(from_fn(request_id::middleware))
                 .configure(routes::mount)
-                .route("/openapi.json", web::get().to(openapi::serve))
                 .default_service(web::to(not_found))
         })
         .disable_signals()

@@ -18,11 +18,19 @@ pub(crate) fn encode(position: Position) -> String {
     URL_SAFE_NO_PAD.encode(raw)
 }
 
+/// The latest time a cursor may name: 9999-12-31T23:59:59.999999Z. Rows are created now, so
+/// no cursor this API gives is outside 1970 to 9999; a forged one could name a time Postgres
+/// cannot compare with (before 4713 BC), which must be a 400, not a failed query.
+const LATEST_MICROS: i64 = 253_402_300_799_999_999;
+
 /// The position in `cursor`, or `None` when it is not one of ours.
 pub(crate) fn decode(cursor: &str) -> Option<Position> {
     let raw = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     let raw: [u8; 24] = raw.try_into().ok()?;
     let micros = i64::from_be_bytes(raw[..8].try_into().ok()?);
+    if !(0..=LATEST_MICROS).contains(&micros) {
+        return None;
+    }
     let at = DateTime::from_timestamp_micros(micros)?;
     Some((at, Uuid::from_bytes(raw[8..].try_into().ok()?)))
 }
@@ -39,5 +47,15 @@ mod tests {
         assert_eq!(decode("not-a-cursor"), None);
         assert_eq!(decode(""), None);
         assert_eq!(decode(&URL_SAFE_NO_PAD.encode([1u8; 23])), None);
+        // Well-formed, but naming a time no row has (schemathesis sent the first: Postgres
+        // refused the comparison, and the list answered 500).
+        assert_eq!(decode("00000000000000000000000000000000"), None);
+        let before_1970 = DateTime::from_timestamp_micros(-1).unwrap();
+        assert_eq!(decode(&encode((before_1970, id))), None);
+        let last = DateTime::from_timestamp_micros(LATEST_MICROS).unwrap();
+        assert_eq!(last.to_rfc3339(), "9999-12-31T23:59:59.999999+00:00");
+        assert_eq!(decode(&encode((last, id))), Some((last, id)));
+        let epoch = DateTime::from_timestamp_micros(0).unwrap();
+        assert_eq!(decode(&encode((epoch, id))), Some((epoch, id)));
     }
 }

@@ -54,9 +54,9 @@ pub(crate) enum ApiError {
     /// No such file, artifact or route.
     #[error("{0} not found")]
     NotFound(&'static str),
-    /// The route exists, the method does not.
+    /// The route exists, the method does not; the methods it has, for `Allow` (e.g. `GET, HEAD`).
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     /// The request is malformed; `code` says how.
     #[error("{message}")]
     BadRequest {
@@ -127,7 +127,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound(_) => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
@@ -192,7 +192,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -217,6 +217,10 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unauthorized => {
                 response.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                // RFC 9110 §15.5.6: a 405 says which methods the resource has.
+                response.insert_header((header::ALLOW, HeaderValue::from_static(allow)));
             }
             ApiError::Unavailable { .. } | ApiError::NotReady(_) => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_SECS));
@@ -267,5 +271,7 @@ mod tests {
         let range = ApiError::RangeNotSatisfiable { size: 10 }.error_response();
         assert_eq!(range.headers().get(header::CONTENT_RANGE).unwrap(), "bytes */10");
         assert_eq!(body(&ApiError::Unauthorized)["error"]["code"], "unauthorized");
+        let not_allowed = ApiError::MethodNotAllowed("GET, HEAD").error_response();
+        assert_eq!(not_allowed.headers().get(header::ALLOW).unwrap(), "GET, HEAD");
     }
 }

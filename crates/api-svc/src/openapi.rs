@@ -4,6 +4,8 @@
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -46,7 +48,7 @@ use crate::views::{
         Readiness,
         UploadForm
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &EmptyQueryValues),
     tags((name = "files", description = "uploads and their processing"), (name = "health", description = "probes and metrics"))
 )]
 pub struct ApiDoc;
@@ -57,6 +59,28 @@ impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+/// Every query parameter may be sent empty, which means not given (`?status=&cursor=` lists
+/// the first page of every status): `allowEmptyValue`, which utoipa does not model, so it goes
+/// in through the parameter's map of extra fields.
+struct EmptyQueryValues;
+
+impl Modify for EmptyQueryValues {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.head];
+            for operation in operations.into_iter().flatten() {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if let RefOr::T(parameter) = parameter
+                        && parameter.parameter_in == ParameterIn::Query
+                    {
+                        parameter.extensions.get_or_insert_default().insert("allowEmptyValue".to_owned(), true.into());
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -177,10 +177,10 @@ pub(crate) struct FileView {
     pub sha256: String,
     /// The type found in the content, once processed.
     pub detected_type: Option<String>,
-    /// The job's progress while `processing` (what the worker reports, usually 0 to 100);
-    /// absent otherwise or when Redis cannot be asked.
+    /// The job's progress while `processing`: what the worker reports, any JSON value
+    /// (worker-svc reports a number, 0 to 100); absent otherwise or when Redis cannot be asked.
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub progress: Option<Value>,
     /// What processing found (metadata, artifacts), once `done`.
     #[schema(value_type = Option<Object>)]

@@ -36,8 +36,8 @@ struct Object {
         ("If-None-Match" = Option<String>, Header, description = "the ETag of a copy the client has"),
     ),
     responses(
-        (status = 200, description = "the whole content", content_type = "application/octet-stream"),
-        (status = 206, description = "the requested range", content_type = "application/octet-stream"),
+        (status = 200, description = "the whole content, typed as uploaded (`application/octet-stream` if untyped)", content_type = "*/*"),
+        (status = 206, description = "the requested range", content_type = "*/*"),
         (status = 304, description = "not modified"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -79,8 +79,8 @@ pub(crate) async fn content(
         ("Range" = Option<String>, Header, description = "one byte range, e.g. bytes=0-1023"),
     ),
     responses(
-        (status = 200, description = "the artifact"),
-        (status = 206, description = "the requested range"),
+        (status = 200, description = "the artifact, typed by its extension (`.jpg` is `image/jpeg`, ...)", content_type = "*/*"),
+        (status = 206, description = "the requested range", content_type = "*/*"),
         (status = 304, description = "not modified"),
         (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),

@@ -22,7 +22,7 @@ use crate::metrics::UploadOutcome;
 use crate::routes::file_id;
 use crate::state::AppState;
 use crate::upload::{self, Received};
-use crate::views::{Accepted, FileList, FileView, UploadForm};
+use crate::views::{Accepted, FileList, FileView, Status, UploadForm};
 
 /// Default page size of the list.
 pub(crate) const DEFAULT_LIMIT: usize = 50;
@@ -277,10 +277,13 @@ async fn progress(state: &AppState, id: Uuid) -> Option<serde_json::Value> {
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// Only files in this status: `queued`, `processing`, `done` or `failed`.
+    #[param(value_type = Option<Status>)]
     pub status: Option<String>,
     /// Page size, 1 to 200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]{32}$")]
     pub cursor: Option<String>,
 }
 

@@ -158,7 +158,14 @@ async fn unknown_ids_routes_and_methods_get_json_errors() {
     expect_error(delete, StatusCode::NOT_FOUND, "not_found").await;
     expect_error(app.get("/v2/nothing").await, StatusCode::NOT_FOUND, "not_found").await;
     let put = app.client.put(app.url("/v1/files")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(put.headers()["allow"], "GET, POST", "a 405 names the methods (RFC 9110)");
     expect_error(put, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    let post = app.client.post(app.url(&format!("/v1/files/{id}/content"))).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(post.headers()["allow"], "GET, HEAD");
+    expect_error(post, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
+    let post = app.client.post(app.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(post.headers()["allow"], "GET");
+    expect_error(post, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed").await;
     still_serving(&app).await;
 }
 

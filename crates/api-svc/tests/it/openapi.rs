@@ -37,4 +37,15 @@ async fn the_openapi_document_lists_every_route() {
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     assert!(doc["components"]["schemas"]["FileView"].is_object());
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+
+    // The list's query as the handler reads it: an empty value is no value.
+    let params = paths["/v1/files"]["get"]["parameters"].as_array().unwrap();
+    let param = |name: &str| params.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{name}"));
+    assert_eq!(param("status")["schema"]["$ref"], "#/components/schemas/Status");
+    assert_eq!(param("limit")["schema"]["maximum"], 200);
+    assert_eq!(param("limit")["schema"]["minimum"], 1);
+    assert_eq!(param("cursor")["schema"]["pattern"], "^[A-Za-z0-9_-]{32}$");
+    assert!(params.iter().all(|p| p["allowEmptyValue"] == true), "{params:?}");
+    // Content is served as the uploader typed it.
+    assert!(paths["/v1/files/{id}/content"]["get"]["responses"]["200"]["content"].get("*/*").is_some());
 }
