@@ -13,6 +13,7 @@ mod ops_page;
 mod processing;
 mod run_script;
 mod s3;
+mod schema;
 mod secrets;
 mod startup;
 mod tls;
