@@ -1039,7 +1039,9 @@ async fn ffmpeg_killed_under_running_jobs() {
         sent.push(Sent { id: Some(id), status: 202, took: started.elapsed() });
     }
     let mut kills = 0usize;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Until each file's first attempt was killed, or for 20 s (a loaded machine may finish some
+    // first attempts before they are seen).
+    let deadline = Instant::now() + Duration::from_secs(20);
     while kills < faults(3, 10) && Instant::now() < deadline {
         for pid in ffmpeg_children(worker_pid) {
             if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
