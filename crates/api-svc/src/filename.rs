@@ -10,8 +10,10 @@ pub(crate) const MAX_FILENAME_CHARS: usize = 255;
 /// for metadata. `None` when nothing is left.
 pub(crate) fn sanitize(raw: &str) -> Option<String> {
     let kept: String = raw.chars().filter(|c| !c.is_control() && !is_bidi_control(*c)).collect();
-    let trimmed: String = kept.trim().chars().take(MAX_FILENAME_CHARS).collect();
-    (!trimmed.is_empty()).then_some(trimmed)
+    let cut: String = kept.trim().chars().take(MAX_FILENAME_CHARS).collect();
+    // The cut may end on a space: trim again (found by the upload_request fuzz target).
+    let trimmed = cut.trim_end();
+    (!trimmed.is_empty()).then(|| trimmed.to_owned())
 }
 
 fn is_bidi_control(c: char) -> bool {
@@ -39,6 +41,9 @@ mod tests {
         assert_eq!(sanitize("photo\u{202E}gpj.exe").as_deref(), Some("photogpj.exe"));
         assert_eq!(sanitize("\u{7}\t "), None);
         assert_eq!(sanitize(&"é".repeat(300)).unwrap().chars().count(), MAX_FILENAME_CHARS);
+        // Regression (fuzz/artifacts): a cut at the limit that ends on a space keeps no space.
+        let long = format!("{} tail", "a".repeat(MAX_FILENAME_CHARS - 1));
+        assert_eq!(sanitize(&long).as_deref(), Some("a".repeat(MAX_FILENAME_CHARS - 1).as_str()));
         assert_eq!(download_name("../../etc/passwd"), "passwd");
         assert_eq!(download_name("C:\\x\\y.png"), "y.png");
         assert_eq!(download_name("a/.."), "download");
