@@ -267,8 +267,9 @@ impl Storage {
                         break Some(StorageError::TooLarge { limit });
                     }
                     hasher.update(&chunk);
-                    // One part in flight at most while the next fills: memory stays at about
-                    // two parts whatever the file's size and the store's speed.
+                    // At most one part in flight, and the body is not read meanwhile: memory stays
+                    // at about one part (5 MiB) whatever the file's size and the store's speed,
+                    // at the cost of reading and sending in turn rather than at once.
                     if let Err(e) = writer.get().wait_for_capacity(PARTS_IN_FLIGHT).await {
                         break Some(StorageError::from_store(e));
                     }
@@ -283,8 +284,11 @@ impl Storage {
             }
             return Err(e);
         }
-        // `finish` aborts the upload itself when it fails.
-        writer.finish().await.map_err(StorageError::from_store)?;
+        // `finish` sends the last part and completes the upload, aborting it itself when it fails.
+        // It runs as a task of its own, so that a request dropped meanwhile cannot leave the
+        // upload half done: the task completes or aborts it either way.
+        let finished = tokio::spawn(writer.finish()).await;
+        finished.map_err(|e| StorageError::Io(std::io::Error::other(e)))?.map_err(StorageError::from_store)?;
         self.sync(key).await?;
         Ok(Stored { size, sha256: hex::encode(hasher.finalize()) })
     }

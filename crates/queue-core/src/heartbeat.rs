@@ -93,11 +93,12 @@ impl Heartbeat {
 
     /// Adds (or replaces) the fact `name`, read by `source` at each beat.
     pub(crate) fn add_fact(&self, name: &str, source: FactSource) {
-        self.facts.lock().expect("heartbeat facts lock").insert(name.to_owned(), source);
+        self.facts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(name.to_owned(), source);
     }
 
     fn record(&self, stats: &BudgetStats) -> HeartbeatRecord {
-        let facts = self.facts.lock().expect("heartbeat facts lock");
+        // A source that panicked once must not stop every later heartbeat.
+        let facts = self.facts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         HeartbeatRecord {
             service: self.service.clone(),
             instance: self.instance.clone(),

@@ -141,7 +141,7 @@ impl StoreStats {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or_default();
-        let last = LastError { op: op.name().to_owned(), error: error.to_string(), at_ms };
+        let last = LastError { op: op.name().to_owned(), error: without_userinfo(&error.to_string()), at_ms };
         *self.last_error.lock().expect("store stats lock") = Some(last);
     }
 
@@ -212,6 +212,23 @@ pub struct StoreSnapshot {
     pub last_error: Option<LastError>,
 }
 
+/// `text` with the userinfo of every URL in it (`scheme://user:secret@host`) taken out: a
+/// store's error names the request's URL, and the last error travels to Redis and `/ops`.
+fn without_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        let end = after.find(|c: char| c == '/' || c.is_whitespace()).unwrap_or(after.len());
+        let authority = &after[..end];
+        out.push_str(authority.rsplit_once('@').map_or(authority, |(_, host)| host));
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The name under which processes put their [`StoreSnapshot`] in their heartbeat.
 pub const HEARTBEAT_FACT: &str = "storage";
 
@@ -273,5 +290,7 @@ mod tests {
         assert_eq!(snapshot.ops["put_part"].mean_ms, 4.0);
         let last = snapshot.last_error.unwrap();
         assert_eq!((last.op.as_str(), last.error.as_str()), ("get", "connection refused"));
+        stats.record(StoreOp::Head, Duration::ZERO, Some(&"GET http://key:secret@garage:3900/files/x failed"));
+        assert_eq!(stats.snapshot().last_error.unwrap().error, "GET http://garage:3900/files/x failed");
     }
 }

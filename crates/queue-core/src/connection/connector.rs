@@ -17,10 +17,10 @@ pub(crate) const RECONNECT_MIN: Duration = Duration::from_millis(50);
 /// Reconnect backoff: never wait longer than this between attempts.
 pub(crate) const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
-/// Capped exponential backoff with full jitter for attempt `failures` (1 = first failure).
 /// How long the diagnosis of a failed connect waits for the server's first words.
 const REFUSAL_PROBE: Duration = Duration::from_millis(250);
 
+/// Capped exponential backoff with full jitter for attempt `failures` (1 = first failure).
 pub(crate) fn reconnect_delay(failures: u32) -> Duration {
     let exp = RECONNECT_MIN.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
     let cap = exp.min(RECONNECT_MAX);
@@ -139,6 +139,13 @@ impl Connector {
             Ok(Err(e)) => {
                 counters.connect_failed();
                 let err = Error::redis(role, self.scrub(e));
+                // The server's certificate is not trusted: waiting will not change that, so it is
+                // a configuration error (not retried), naming where the trust comes from.
+                let text = err.to_string();
+                if self.config.url.is_tls() && text.contains("invalid peer certificate") {
+                    let var = if self.config.tls_ca.is_some() { "REDIS_TLS_CA_FILE" } else { "REDIS_URL" };
+                    return Err(Error::config(var, format!("the Redis server's certificate is not trusted: {text}")));
+                }
                 if let Some(refused) = self.refusal(role).await {
                     return Err(refused);
                 }
@@ -182,16 +189,16 @@ impl Connector {
             Some(String::from_utf8_lossy(&first[..n]).into_owned())
         };
         let said = tokio::time::timeout(REFUSAL_PROBE, probe).await.ok().flatten()?;
+        // Only the refusal that waiting can cure; anything else (protected mode's DENIED...)
+        // keeps the driver's own error.
         let said = said.strip_prefix('-')?.trim_end();
-        let reason = if said.contains("max number of clients reached") {
-            format!(
+        said.contains("max number of clients reached").then(|| Error::Refused {
+            role,
+            reason: format!(
                 "{said} (Redis's maxclients is full: raise maxclients, or lower the connections of the \
                  processes that share this server; queuectl connections shows who holds them)"
-            )
-        } else {
-            said.to_owned()
-        };
-        Some(Error::Refused { role, reason })
+            ),
+        })
     }
 
     /// A server without `HELLO` (or a proxy that blocks it) echoes the command's arguments,
