@@ -291,10 +291,19 @@ impl Stack {
     ///
     /// If the connection cannot be configured.
     pub fn queue(&self, name: &str) -> QueueAdmin {
+        QueueAdmin::new(&self.connections("e2e-test"), name).expect("a queue name")
+    }
+
+    /// Connections of a test's own, named `service`, on the stack's Redis and prefix (outside
+    /// the services' budgets; no heartbeat).
+    ///
+    /// # Panics
+    ///
+    /// If the connection cannot be configured.
+    pub fn connections(&self, service: &str) -> Connections {
         let mut config = RedisConfig::new(RedisUrl::parse(&self.redis_url).expect("a Redis URL"));
         config.prefix = self.prefix.clone();
-        let connections = Connections::builder(config, "e2e-test").heartbeat(None).build().expect("connections");
-        QueueAdmin::new(&connections, name).expect("a queue name")
+        Connections::builder(config, service).heartbeat(None).build().expect("connections")
     }
 
     /// How many executions worker-svc recorded for file `id` (its ledger in Postgres).
