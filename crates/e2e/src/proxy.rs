@@ -2,7 +2,6 @@
 //! outage of a shared server (Postgres) for one test, or a network that drops everything.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -27,7 +26,6 @@ enum Link {
 pub struct ChaosProxy {
     addr: SocketAddr,
     link: watch::Sender<Link>,
-    delay: watch::Sender<Duration>,
 }
 
 impl ChaosProxy {
@@ -40,9 +38,7 @@ impl ChaosProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (link, _) = watch::channel(Link::Open);
-        let (delay, _) = watch::channel(Duration::ZERO);
         let state = link.clone();
-        let latency = delay.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 if *state.borrow() == Link::Cut {
@@ -50,7 +46,6 @@ impl ChaosProxy {
                     continue;
                 }
                 let state = state.subscribe();
-                let latency = latency.subscribe();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(upstream).await else { return };
                     let _ = client.set_nodelay(true);
@@ -58,20 +53,13 @@ impl ChaosProxy {
                     let (client_read, client_write) = client.into_split();
                     let (server_read, server_write) = server.into_split();
                     tokio::select! {
-                        () = pump(client_read, server_write, state.clone(), latency.clone()) => {}
-                        () = pump(server_read, client_write, state, latency) => {}
+                        () = pump(client_read, server_write, state.clone()) => {}
+                        () = pump(server_read, client_write, state) => {}
                     }
                 });
             }
         });
-        ChaosProxy { addr, link, delay }
-    }
-
-    /// Holds every chunk `one_way` before passing it on, in both directions: a round trip
-    /// costs `2 × one_way` more, as over a slower network (a userspace stand-in where the
-    /// kernel has no `netem`; it adds latency, not loss).
-    pub fn delay(&self, one_way: Duration) {
-        self.delay.send_replace(one_way);
+        ChaosProxy { addr, link }
     }
 
     /// Where it listens.
@@ -97,49 +85,25 @@ impl ChaosProxy {
 }
 
 /// Copies `from` to `to` while the link is open; holds while it is blackholed; ends when it is
-/// cut or either side closes. Each chunk is written `delay` after it was read, whatever came
-/// before it: latency, not a queue.
-async fn pump(
-    mut from: OwnedReadHalf,
-    mut to: OwnedWriteHalf,
-    mut link: watch::Receiver<Link>,
-    delay: watch::Receiver<Duration>,
-) {
-    let (due, mut chunks) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-    let mut writer_link = link.clone();
-    let writer = async move {
-        while let Some((at, chunk)) = chunks.recv().await {
-            tokio::time::sleep_until(at).await;
-            match writer_link.wait_for(|l| *l != Link::Blackhole).await.map(|l| *l) {
-                Ok(Link::Open) => {}
-                _ => return,
-            }
-            if to.write_all(&chunk).await.is_err() {
-                return;
-            }
+/// cut or either side closes.
+async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut link: watch::Receiver<Link>) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = link.wait_for(|l| *l == Link::Cut) => return,
+        };
+        match link.wait_for(|l| *l != Link::Blackhole).await.map(|l| *l) {
+            Ok(Link::Open) => {}
+            _ => return,
         }
-    };
-    let reader = async move {
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            let n = tokio::select! {
-                read = from.read(&mut buf) => match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => n,
-                },
-                changed = link.wait_for(|l| *l == Link::Cut) => {
-                    let _ = changed;
-                    return;
-                }
-            };
-            let at = tokio::time::Instant::now() + *delay.borrow();
-            if due.send((at, buf[..n].to_vec())).is_err() {
-                return;
-            }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
         }
-    };
-    // The reader ending (EOF, a cut) drops the sender: the writer flushes what is due, then ends.
-    tokio::join!(reader, writer);
+    }
 }
 
 /// `url` (a Postgres URL) with its host and port replaced by `addr`; the upstream address.

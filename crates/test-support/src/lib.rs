@@ -11,6 +11,9 @@
 //! * [`Garage`]: a private single-node Garage (S3-compatible object storage) for S3 mode.
 //! * [`Media`] and [`probe`]: test media made by ffmpeg's `lavfi` sources, and ffprobe's view of
 //!   what a worker made.
+//! * [`Netns`]: a network namespace behind a veth pair whose latency and loss a test sets, for
+//!   Redis and Postgres across a production-like network ([`RedisServer::start_in`],
+//!   [`PostgresServer::start_in`]).
 //! * [`NodePeer`]: runs the pinned Node Bull 4 peer (`tests/node/bull-peer.js`) for interop tests.
 #![warn(missing_docs)]
 
@@ -18,6 +21,7 @@ mod files;
 mod garage;
 mod media;
 mod names;
+mod netns;
 mod node_peer;
 mod postgres;
 mod postgres_server;
@@ -28,6 +32,7 @@ pub use files::files_under;
 pub use garage::{BucketCounts, GARAGE_ACCESS_KEY, GARAGE_BUCKET, GARAGE_SECRET_KEY, Garage, garage_binary};
 pub use media::{Media, probe};
 pub use names::{redis_url, unique};
+pub use netns::{LinkCounts, LinkShape, Netns};
 pub use node_peer::NodePeer;
 pub use postgres::{database_url, fresh_database};
 pub use postgres_server::{PostgresServer, StopMode, postgres_available};

@@ -3,11 +3,12 @@
 //! `postgres` on a free port, run as the `postgres` user when the test runs as root (Postgres
 //! refuses root).
 
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::netns::Netns;
 use crate::redis_server::free_port;
 
 /// How long start-up (or a restart's recovery) may take.
@@ -47,6 +48,10 @@ pub struct PostgresServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Where it listens: `127.0.0.1`, or a namespace's address.
+    host: Ipv4Addr,
+    /// The namespace it runs in, if any.
+    netns: Option<String>,
 }
 
 impl PostgresServer {
@@ -56,6 +61,20 @@ impl PostgresServer {
     ///
     /// If Postgres is not installed or does not come up.
     pub fn start() -> PostgresServer {
+        PostgresServer::start_at(Ipv4Addr::LOCALHOST, None)
+    }
+
+    /// Like [`start`](Self::start), inside `netns`, listening on its address: every packet
+    /// between the server and its clients crosses the namespace's shaped link.
+    ///
+    /// # Panics
+    ///
+    /// If Postgres is not installed or does not come up.
+    pub fn start_in(netns: &Netns) -> PostgresServer {
+        PostgresServer::start_at(netns.address(), Some(netns.name().to_owned()))
+    }
+
+    fn start_at(host: Ipv4Addr, netns: Option<String>) -> PostgresServer {
         let bin = bin_dir().expect("PostgreSQL's binaries (scripts/test installs postgresql)");
         let dir = tempfile::Builder::new().prefix("test-postgres-").tempdir().expect("a temporary directory");
         if is_root() {
@@ -70,7 +89,13 @@ impl PostgresServer {
             .output()
             .expect("initdb runs");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let mut server = PostgresServer { bin, port: free_port(), dir, child: None };
+        if host != Ipv4Addr::LOCALHOST {
+            // initdb trusts loopback only; the clients are across the namespace's link.
+            use std::io::Write;
+            let mut hba = std::fs::File::options().append(true).open(data.join("pg_hba.conf")).expect("pg_hba.conf");
+            writeln!(hba, "host all all 0.0.0.0/0 trust").expect("write pg_hba.conf");
+        }
+        let mut server = PostgresServer { bin, port: free_port(), dir, child: None, host, netns };
         server.spawn();
         server
     }
@@ -85,10 +110,20 @@ impl PostgresServer {
             .append(true)
             .open(self.dir.path().join("postgres.log"))
             .expect("postgres.log");
-        let child = as_postgres(&self.bin.join("postgres"))
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]);
+                let inner = as_postgres(&self.bin.join("postgres"));
+                command.arg(inner.get_program()).args(inner.get_args());
+                command
+            }
+            None => as_postgres(&self.bin.join("postgres")),
+        };
+        let child = command
             .arg("-D")
             .arg(self.data())
-            .args(["-p", &self.port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .args(["-p", &self.port.to_string(), "-c", &format!("listen_addresses={}", self.host)])
             .arg("-k")
             .arg(self.dir.path())
             .stdin(Stdio::null())
@@ -100,10 +135,10 @@ impl PostgresServer {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let ready = as_postgres(&self.bin.join("pg_isready"))
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
+                .args(["-h", &self.host.to_string(), "-p", &self.port.to_string(), "-q"])
                 .status()
                 .is_ok_and(|s| s.success());
-            if ready && TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if ready && TcpStream::connect((self.host, self.port)).is_ok() {
                 return;
             }
             assert!(Instant::now() < deadline, "postgres did not come up:\n{}", self.log());
@@ -111,9 +146,9 @@ impl PostgresServer {
         }
     }
 
-    /// `postgres://app@127.0.0.1:<port>/postgres`.
+    /// `postgres://app@<address>:<port>/postgres`: `127.0.0.1`, or the namespace's address.
     pub fn url(&self) -> String {
-        format!("postgres://app@127.0.0.1:{}/postgres", self.port)
+        format!("postgres://app@{}:{}/postgres", self.host, self.port)
     }
 
     /// Stops the server (`pg_ctl stop -m <mode>`), leaves it down for `down`, and starts it again
@@ -162,7 +197,7 @@ impl Drop for PostgresServer {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 

@@ -2,13 +2,16 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::net::{Ipv4Addr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::netns::Netns;
+#[cfg(test)]
 use crate::resp::{resp_command, try_resp_command};
+use crate::resp::{resp_command_at, try_resp_command_at};
 
 /// The redis-server binary (looked up on `PATH`).
 const REDIS_SERVER: &str = "redis-server";
@@ -41,8 +44,24 @@ pub struct RedisServer {
     port: u16,
     /// The caller's extra arguments, reused by restarts.
     extra_args: Vec<String>,
+    /// Where it runs and listens.
+    place: Place,
     /// Declared last so it is removed after the process is gone.
     dir: tempfile::TempDir,
+}
+
+/// Where a server runs: this network namespace on loopback, or inside a [`Netns`] on its
+/// address.
+#[derive(Clone, Debug)]
+struct Place {
+    host: Ipv4Addr,
+    netns: Option<String>,
+}
+
+impl Place {
+    fn addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::from((self.host, port))
+    }
 }
 
 /// Why one start attempt failed in a way worth retrying on another port.
@@ -68,6 +87,24 @@ impl RedisServer {
     ///
     /// If `redis-server` is not installed, or the server does not come up.
     pub fn start_with(extra_args: &[&str]) -> RedisServer {
+        RedisServer::start_at(Place { host: Ipv4Addr::LOCALHOST, netns: None }, extra_args)
+    }
+
+    /// Like [`start_with`](Self::start_with), inside `netns`, listening on its address (with
+    /// protected mode off, as a server reached over a network is configured): every packet
+    /// between it and its clients crosses the namespace's shaped link.
+    ///
+    /// # Panics
+    ///
+    /// If `redis-server` is not installed, or the server does not come up.
+    pub fn start_in(netns: &Netns, extra_args: &[&str]) -> RedisServer {
+        let place = Place { host: netns.address(), netns: Some(netns.name().to_owned()) };
+        let mut args = vec!["--protected-mode", "no"];
+        args.extend_from_slice(extra_args);
+        RedisServer::start_at(place, &args)
+    }
+
+    fn start_at(place: Place, extra_args: &[&str]) -> RedisServer {
         let dir = tempfile::Builder::new()
             .prefix("test-redis-")
             .tempdir()
@@ -75,17 +112,17 @@ impl RedisServer {
         let extra_args: Vec<String> = extra_args.iter().map(|arg| (*arg).to_owned()).collect();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            match spawn_ready(dir.path(), port, &extra_args) {
-                Ok(child) => return RedisServer { child: Some(child), port, extra_args, dir },
+            match spawn_ready(dir.path(), port, &extra_args, &place) {
+                Ok(child) => return RedisServer { child: Some(child), port, extra_args, place, dir },
                 Err(StartError::PortTaken) => continue,
             }
         }
         panic!("redis-server: no free port found after {PORT_ATTEMPTS} attempts");
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://<address>:<port>`: `127.0.0.1`, or the namespace's address.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://{}", self.place.addr(self.port))
     }
 
     /// The TCP port the server listens on (it stays the same across restarts).
@@ -109,7 +146,7 @@ impl RedisServer {
     ///
     /// If the server cannot be reached.
     pub fn command(&self, args: &[&str]) -> String {
-        resp_command(self.port, args)
+        resp_command_at(self.place.addr(self.port), args)
     }
 
     /// Kills the server with SIGKILL (a crash, no shutdown save) and waits for it to exit.
@@ -134,7 +171,7 @@ impl RedisServer {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match spawn_ready(self.dir.path(), self.port, &self.extra_args) {
+            match spawn_ready(self.dir.path(), self.port, &self.extra_args, &self.place) {
                 Ok(child) => {
                     self.child = Some(child);
                     return;
@@ -195,7 +232,7 @@ pub(crate) fn free_port() -> u16 {
 }
 
 /// Starts redis-server on `port` in `dir` and waits until this very process answers `PING`.
-fn spawn_ready(dir: &Path, port: u16, extra_args: &[String]) -> Result<Child, StartError> {
+fn spawn_ready(dir: &Path, port: u16, extra_args: &[String], place: &Place) -> Result<Child, StartError> {
     let log_path = dir.join(LOG_FILE);
     let log = OpenOptions::new()
         .create(true)
@@ -206,8 +243,18 @@ fn spawn_ready(dir: &Path, port: u16, extra_args: &[String]) -> Result<Child, St
     let log_start = log.metadata().map(|meta| meta.len()).unwrap_or(0);
     let port_arg = port.to_string();
     let dir_arg = dir.to_str().unwrap_or_else(|| panic!("non-UTF-8 temporary directory {}", dir.display()));
-    let mut child = Command::new(REDIS_SERVER)
-        .args(["--port", &port_arg, "--bind", "127.0.0.1", "--daemonize", "no"])
+    let bind_arg = place.host.to_string();
+    let mut command = match &place.netns {
+        // `ip netns exec` execs the server: the child is the server itself.
+        Some(netns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", netns, REDIS_SERVER]);
+            command
+        }
+        None => Command::new(REDIS_SERVER),
+    };
+    let mut child = command
+        .args(["--port", &port_arg, "--bind", &bind_arg, "--daemonize", "no"])
         .args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"])
         .args(["--enable-debug-command", "local", "--dir", dir_arg])
         .args(extra_args)
@@ -234,10 +281,15 @@ fn spawn_ready(dir: &Path, port: u16, extra_args: &[String]) -> Result<Child, St
             }
             panic!("redis-server on port {port} exited during startup ({status}); its log:\n{log}");
         }
-        if answers_ping(port) {
+        if answers_ping(place.addr(port)) {
             // Make sure it is our process answering, not someone who grabbed the port.
-            let info = try_resp_command(port, &["INFO", "server"], Duration::from_secs(1), Duration::from_secs(5))
-                .unwrap_or_default();
+            let info = try_resp_command_at(
+                place.addr(port),
+                &["INFO", "server"],
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+            )
+            .unwrap_or_default();
             if info.contains(&format!("process_id:{}\r\n", child.id())) {
                 return Ok(child);
             }
@@ -256,8 +308,8 @@ fn spawn_ready(dir: &Path, port: u16, extra_args: &[String]) -> Result<Child, St
 }
 
 /// True once the server answers `+PONG` (not `-LOADING` and not a refused connection).
-fn answers_ping(port: u16) -> bool {
-    try_resp_command(port, &["PING"], Duration::from_millis(200), Duration::from_secs(2))
+fn answers_ping(addr: SocketAddr) -> bool {
+    try_resp_command_at(addr, &["PING"], Duration::from_millis(200), Duration::from_secs(2))
         .is_ok_and(|reply| reply.starts_with("+PONG"))
 }
 
@@ -339,7 +391,7 @@ mod tests {
     fn a_taken_port_is_detected() {
         let redis = RedisServer::start();
         let other = tempfile::tempdir().unwrap();
-        assert!(matches!(spawn_ready(other.path(), redis.port(), &[]), Err(StartError::PortTaken)));
+        assert!(matches!(spawn_ready(other.path(), redis.port(), &[], &redis.place), Err(StartError::PortTaken)));
         assert_eq!(redis.command(&["PING"]), "+PONG\r\n");
     }
 }

@@ -21,18 +21,33 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 ///
 /// If the connection or the I/O fails (nothing listening, timeout, connection closed early).
 pub fn resp_command(port: u16, args: &[&str]) -> String {
-    try_resp_command(port, args, Duration::from_secs(5), REPLY_TIMEOUT)
-        .unwrap_or_else(|err| panic!("RESP command {args:?} to 127.0.0.1:{port} failed: {err}"))
+    resp_command_at(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), args)
+}
+
+/// [`resp_command`] to a server at any address.
+pub(crate) fn resp_command_at(addr: SocketAddr, args: &[&str]) -> String {
+    try_resp_command_at(addr, args, Duration::from_secs(5), REPLY_TIMEOUT)
+        .unwrap_or_else(|err| panic!("RESP command {args:?} to {addr} failed: {err}"))
 }
 
 /// Fallible form of [`resp_command`] with explicit connect and reply timeouts.
+#[cfg(test)]
 pub(crate) fn try_resp_command(
     port: u16,
     args: &[&str],
     connect_timeout: Duration,
     reply_timeout: Duration,
 ) -> io::Result<String> {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    try_resp_command_at(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), args, connect_timeout, reply_timeout)
+}
+
+/// [`try_resp_command`] to a server at any address.
+pub(crate) fn try_resp_command_at(
+    addr: SocketAddr,
+    args: &[&str],
+    connect_timeout: Duration,
+    reply_timeout: Duration,
+) -> io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, connect_timeout)?;
     stream.set_read_timeout(Some(reply_timeout))?;
     stream.set_write_timeout(Some(reply_timeout))?;

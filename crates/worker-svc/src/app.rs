@@ -2,10 +2,12 @@
 //!
 //! Start-up: ffmpeg, ffprobe and `nice` are found; the Redis connections are built (command +
 //! subscriber in zero-blocking mode, plus one blocking connection per queue in blocking mode);
-//! the migrations are applied; `/livez` and `/metrics` are served; the worker starts on `files`
-//! and `webhooks` (while Redis is down, frozen or full, again and again, 0.5 s doubling to 10 s:
-//! the service comes up when Redis does); the reconciler runs a first pass and then
-//! periodically.
+//! the migrations are applied; `/livez` and `/metrics` are served; a first command proves the
+//! Redis connection and the worker starts on `files` and `webhooks` (while Redis is down, frozen
+//! or full, again and again, 0.5 s doubling to 10 s: the service comes up when Redis does; what
+//! waiting cannot fix, such as an untrusted certificate, ends start-up with its reason); the
+//! reconciler runs a first pass and then periodically. A shutdown during start-up stops what was
+//! started (metrics server, connections and heartbeat, scratch directory) and exits 0.
 //!
 //! Shutdown (SIGTERM, Ctrl-C, or the future given to [`App::run_until`]): the handlers are told
 //! (running ffmpeg groups are killed and those file jobs park, see `drain.rs`), the worker stops
@@ -60,13 +62,29 @@ impl std::fmt::Debug for App {
 impl App {
     /// Starts everything; see the module docs.
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let tools = Tools::find(&config.media).await?;
+        let app = App::build_until(config, std::future::pending()).await?;
+        Ok(app.expect("a start-up that cannot be stopped ends started"))
+    }
+
+    /// Like [`build`](Self::build), unless `shutdown` resolves first: then what was started is
+    /// stopped again (the metrics server, the connections and their heartbeat, the scratch
+    /// directory), and it ends with `Ok(None)`.
+    pub async fn build_until(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<Option<App>> {
+        let mut stopping = std::pin::pin!(shutdown);
+        let Some(tools) = until(&mut stopping, Tools::find(&config.media)).await else {
+            return Ok(None);
+        };
+        let tools = tools?;
         if !tools.libx264 {
             tracing::warn!("this ffmpeg has no libx264 encoder; previews use mpeg4");
         }
         let queues = if config.blocking { 2 } else { 0 };
         let connections = platform::redis::connect(&config.env, SERVICE, |b| b.subscriber(true).blocking(queues))?;
-        config.database.migrate().await.context("applying the Postgres migrations (DATABASE_URL)")?;
+        let Some(migrated) = until(&mut stopping, config.database.migrate()).await else {
+            connections.close().await;
+            return Ok(None);
+        };
+        migrated.context("applying the Postgres migrations (DATABASE_URL)")?;
         let files_queue = Queue::new(&connections, FILES_QUEUE)?;
         let webhooks_queue = Queue::new(&connections, WEBHOOKS_QUEUE)?;
         let scratch = ScratchRoot::create(&config.scratch_dir).with_context(|| {
@@ -116,22 +134,39 @@ impl App {
             ]
         };
         // Redis down, frozen or full (maxclients) at start-up is waited out, as it is later: the
-        // service comes up by itself when Redis does, instead of needing a restart.
+        // service comes up by itself when Redis does, instead of needing a restart. The first
+        // command proves the connection even where the worker itself needs none to start (the
+        // zero-blocking mode), so that what waiting cannot fix (a certificate that is not
+        // trusted, a wrong password) ends start-up with its reason.
         let mut delay = START_RETRY_FIRST;
         let worker = loop {
-            match Worker::start(&connections, config.worker.clone(), specs()).await {
-                Ok(worker) => break worker,
-                Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis is not ready; starting again soon");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(START_RETRY_MAX);
-                }
-                Err(e) => {
-                    metrics_server.stop(false).await;
-                    connections.close().await;
-                    return Err(e.into());
-                }
+            let attempt = async {
+                connections.ping().await?;
+                Worker::start(&connections, config.worker.clone(), specs()).await
+            };
+            let error = match until(&mut stopping, attempt).await {
+                None => break None,
+                Some(Ok(worker)) => break Some(worker),
+                Some(Err(e)) => e,
+            };
+            if !error.is_retryable() {
+                metrics_server.stop(false).await;
+                connections.close().await;
+                ctx.scratch.remove();
+                return Err(error.into());
             }
+            tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "redis is not ready; starting again soon");
+            if until(&mut stopping, tokio::time::sleep(delay)).await.is_none() {
+                break None;
+            }
+            delay = (delay * 2).min(START_RETRY_MAX);
+        };
+        let Some(worker) = worker else {
+            tracing::info!("stopped while starting");
+            metrics_server.stop(false).await;
+            connections.close().await;
+            ctx.scratch.remove();
+            return Ok(None);
         };
         ctx.metrics.watch_worker(worker.stats_handle());
         let reconciler = tokio::spawn(reconciler::run(
@@ -150,7 +185,7 @@ impl App {
             nice = config.media.nice,
             "worker-svc started"
         );
-        Ok(App { config, ctx, connections, worker, metrics_addr, metrics_server, reconciler, shutdown })
+        Ok(Some(App { config, ctx, connections, worker, metrics_addr, metrics_server, reconciler, shutdown }))
     }
 
     /// Where `/livez` and `/metrics` are served.
@@ -194,12 +229,20 @@ impl App {
 /// still starting: a start-up that waits for Redis ends at once, with nothing in hand).
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<WorkerStats> {
     let mut shutdown = std::pin::pin!(shutdown);
-    let app = tokio::select! {
-        app = App::build(config) => app?,
-        () = &mut shutdown => {
-            tracing::info!("stopped while starting");
-            return Ok(WorkerStats::default());
-        }
+    let Some(app) = App::build_until(config, shutdown.as_mut()).await? else {
+        return Ok(WorkerStats::default());
     };
     Ok(app.run_until(shutdown).await)
+}
+
+/// `work`'s output, or `None` if `shutdown` resolves first (then `work` is dropped).
+async fn until<T>(
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    work: impl Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = shutdown.as_mut() => None,
+        out = work => Some(out),
+    }
 }

@@ -65,7 +65,9 @@ async fn files_and_callbacks_redis_lost_are_processed_without_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_failed_without_its_row_is_recorded_as_failed() {
-    let app = TestApp::spawn(&[("WORKER_RECONCILE_INTERVAL_MS", "300"), ("WORKER_RECONCILE_MIN_AGE_MS", "1")]).await;
+    // A row younger than the minimum age is left alone, so the reconciler cannot enqueue a job of
+    // its own between the row and the job below (that job would then be a duplicate id, ignored).
+    let app = TestApp::spawn(&[("WORKER_RECONCILE_INTERVAL_MS", "300"), ("WORKER_RECONCILE_MIN_AGE_MS", "2000")]).await;
     // A producer of another contract version: the worker refuses the job before touching the row.
     let id = app.store(b"from the future\n", "f.txt", None).await;
     let options = platform::jobs::file_job_options(&platform::jobs::FileJob::new(id));
