@@ -218,10 +218,24 @@ impl Error {
         }
     }
 
-    /// Worth retrying as is: a timeout, a connection error, or a full budget. Never
-    /// [`Error::PartlyAdded`]: retrying that call as is would add its first jobs twice.
+    /// Redis answered, but cannot serve yet and says to wait: `LOADING` (it is loading its
+    /// dataset after a restart), `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`.
+    pub fn is_server_busy(&self) -> bool {
+        match self {
+            Error::PartlyAdded { source, .. } => source.is_server_busy(),
+            Error::Redis { source, .. } => matches!(source.retry_method(), redis::RetryMethod::WaitAndRetry),
+            _ => false,
+        }
+    }
+
+    /// Worth retrying as is: a timeout, a connection error, a server that says to wait, or a
+    /// full budget. Never [`Error::PartlyAdded`]: retrying that call as is would add its first
+    /// jobs twice.
     pub fn is_retryable(&self) -> bool {
         !matches!(self, Error::PartlyAdded { .. })
-            && (self.is_timeout() || self.is_connection_error() || matches!(self, Error::BudgetExhausted { .. }))
+            && (self.is_timeout()
+                || self.is_connection_error()
+                || self.is_server_busy()
+                || matches!(self, Error::BudgetExhausted { .. }))
     }
 }

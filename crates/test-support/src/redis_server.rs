@@ -184,6 +184,23 @@ impl RedisServer {
         }
     }
 
+    /// Like [`restart`](Self::restart), but loading the dataset takes `per_key` for each key
+    /// (Redis's `key-load-delay`, for this start only), and it returns as soon as the server
+    /// answers at all: meanwhile every command gets `-LOADING`.
+    ///
+    /// # Panics
+    ///
+    /// If the server does not come up.
+    pub fn restart_loading_slowly(&mut self, per_key: Duration) {
+        self.kill();
+        let mut args = self.extra_args.clone();
+        args.extend(["--key-load-delay".to_owned(), per_key.as_micros().to_string()]);
+        match spawn_until(self.dir.path(), self.port, &args, &self.place, Ready::Answering) {
+            Ok(child) => self.child = Some(child),
+            Err(StartError::PortTaken) => panic!("redis-server restart: port {} is taken", self.port),
+        }
+    }
+
     /// Freezes the server with SIGSTOP: connections stay open but nothing is answered.
     ///
     /// # Panics
@@ -231,8 +248,22 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
+/// When a start is over.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Ready {
+    /// The server answers `PING` with `PONG`: its dataset is loaded.
+    Pong,
+    /// The server answers, if only with `-LOADING`.
+    Answering,
+}
+
 /// Starts redis-server on `port` in `dir` and waits until this very process answers `PING`.
 fn spawn_ready(dir: &Path, port: u16, extra_args: &[String], place: &Place) -> Result<Child, StartError> {
+    spawn_until(dir, port, extra_args, place, Ready::Pong)
+}
+
+/// Starts redis-server on `port` in `dir` and waits until this very process is `ready`.
+fn spawn_until(dir: &Path, port: u16, extra_args: &[String], place: &Place, ready: Ready) -> Result<Child, StartError> {
     let log_path = dir.join(LOG_FILE);
     let log = OpenOptions::new()
         .create(true)
@@ -281,7 +312,7 @@ fn spawn_ready(dir: &Path, port: u16, extra_args: &[String], place: &Place) -> R
             }
             panic!("redis-server on port {port} exited during startup ({status}); its log:\n{log}");
         }
-        if answers_ping(place.addr(port)) {
+        if answers_ping(place.addr(port), ready) {
             // Make sure it is our process answering, not someone who grabbed the port.
             let info = try_resp_command_at(
                 place.addr(port),
@@ -307,10 +338,11 @@ fn spawn_ready(dir: &Path, port: u16, extra_args: &[String], place: &Place) -> R
     }
 }
 
-/// True once the server answers `+PONG` (not `-LOADING` and not a refused connection).
-fn answers_ping(addr: SocketAddr) -> bool {
+/// True once the server answers `+PONG` (or, for [`Ready::Answering`], `-LOADING` too), not a
+/// refused connection.
+fn answers_ping(addr: SocketAddr, ready: Ready) -> bool {
     try_resp_command_at(addr, &["PING"], Duration::from_millis(200), Duration::from_secs(2))
-        .is_ok_and(|reply| reply.starts_with("+PONG"))
+        .is_ok_and(|reply| reply.starts_with("+PONG") || (ready == Ready::Answering && reply.starts_with("-LOADING")))
 }
 
 /// The part of the log written since byte `start` (the current start attempt).

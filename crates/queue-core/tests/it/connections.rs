@@ -373,3 +373,23 @@ async fn a_full_maxclients_is_named_in_the_error_and_the_connection_comes_back_w
     }
     connections.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_still_loading_its_dataset_is_retried_not_fatal() {
+    let mut server = RedisServer::start();
+    // 20,000 keys in the AOF, so that loading them again takes a while.
+    let filled = server.command(&["EVAL", "for i = 1, 20000 do redis.call('SET', 'k' .. i, 'v') end", "0"]);
+    assert_eq!(filled, "$-1\r\n");
+    tokio::task::block_in_place(|| server.restart_loading_slowly(Duration::from_micros(200)));
+    let connections = Connections::builder(config(&server.url(), 1), "loading").heartbeat(None).build().unwrap();
+    let err = connections.ping().await.expect_err("the server is still loading (4 s at 200 µs a key)");
+    assert!(err.to_string().contains("loading the dataset"), "{err}");
+    assert!(err.is_server_busy() && err.is_retryable(), "waiting is what a loading server asks for: {err:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while let Err(e) = connections.ping().await {
+        assert!(e.is_retryable(), "{e:?}");
+        assert!(Instant::now() < deadline, "still loading after 30 s: {e}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    connections.close().await;
+}
