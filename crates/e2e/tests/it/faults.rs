@@ -1033,10 +1033,14 @@ async fn network_latency_and_loss_against_loopback() {
     assert!(counts.dropped > 0 && counts.passed > 0, "the link carried and dropped packets: {counts:?}");
     let report = audit(&mut stack, "network: veth, 0/2/20 ms, 0/1% loss", &all).await;
     report.check(0);
-    eprintln!(
-        "| link | uploads/s (of loopback) | files done/s | upload p50 | upload p99 | longest | refused |\n|---|---|---|---|---|---|---|\n{}",
+    let table = format!(
+        "| Link | Uploads/s (of loopback) | Files done/s | Upload p50 | Upload p99 | Longest upload | Refused |\n|---|---|---|---|---|---|---|\n{}\n",
         rows.join("\n")
     );
+    eprintln!("{table}");
+    if let Ok(path) = std::env::var("FAULTS_NETWORK_REPORT") {
+        std::fs::write(path, &table).expect("write FAULTS_NETWORK_REPORT");
+    }
     drop(stack);
     drop(postgres);
     drop(redis);
