@@ -52,9 +52,17 @@ impl Application {
             .context("applying the migrations failed (DATABASE_URL)")?;
         // Open the one Redis connection now, on this (the main) runtime rather than on the
         // runtime of whichever actix worker asks first. Redis being down does not stop start-up:
-        // uploads are acknowledged meanwhile (see `routes::files`).
-        if let Err(e) = connections.ping().await {
-            tracing::warn!(error = %e, "redis does not answer yet; uploads are recorded and enqueued later");
+        // uploads are acknowledged meanwhile (see `routes::files`). What waiting cannot fix (a
+        // certificate that is not trusted, a user refused PING) does, with its reason.
+        match connections.ping().await {
+            Ok(()) => {}
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "redis does not answer yet; uploads are recorded and enqueued later");
+            }
+            Err(e) => {
+                connections.close().await;
+                return Err(e).context("connecting to Redis");
+            }
         }
         let files = Queue::new(&connections, platform::jobs::FILES_QUEUE)?;
         let metrics = Arc::new(Metrics::new(connections.clone(), db.clone(), &config.storage));

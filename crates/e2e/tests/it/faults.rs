@@ -153,7 +153,8 @@ impl Report {
         if let Ok(path) = std::env::var("FAULTS_REPORT") {
             use std::io::Write;
             let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).expect("FAULTS_REPORT");
-            writeln!(file, "{row}").expect("write FAULTS_REPORT");
+            // One write per row: scenarios run in parallel processes.
+            file.write_all(format!("{row}\n").as_bytes()).expect("write FAULTS_REPORT");
         }
         assert_eq!(self.lost, 0, "nothing acknowledged is lost: {self:?}");
         assert_eq!(self.duplicate_effects, 0, "no file is processed to the end twice: {self:?}");

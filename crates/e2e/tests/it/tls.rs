@@ -132,14 +132,27 @@ async fn the_stack_talks_to_redis_over_tls_with_a_private_ca() {
     env.push(("REDIS_TLS_CA_FILE".to_owned(), path("other-ca.pem")));
     env.push(("METRICS_ADDR".to_owned(), metrics.to_string()));
     let logs = tempfile::tempdir().unwrap();
-    let mut stranger = Service::start("worker-svc", &env, logs.path());
+    let mut api_env: Vec<(String, String)> = env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("WORKER_") && !["METRICS_ADDR", "WEBHOOK_TIMEOUT_MS"].contains(&k.as_str()))
+        .cloned()
+        .collect();
+    api_env.push(("LISTEN_ADDR".to_owned(), free_addr().to_string()));
+    api_env.push(("API_TOKENS".to_owned(), e2e::TOKEN.to_owned()));
     // Waiting cannot make the certificate trusted: start-up ends, non-zero, with the reason.
-    let status = stranger.exited(LIMIT).await.expect("an untrusting worker exits");
-    assert!(!status.success(), "{status:?}");
-    let log = stranger.log();
-    let why = log.lines().find(|l| l.contains("not trusted")).unwrap_or_else(|| panic!("it says why:\n{log}"));
-    assert!(why.contains("REDIS_TLS_CA_FILE") && why.contains("UnknownIssuer"), "it names the variable: {why}");
-    eprintln!("an untrusting worker says: {why}");
+    for (name, env) in [("worker-svc", &env), ("api-svc", &api_env)] {
+        let mut stranger = Service::start(name, env, logs.path());
+        let status = stranger.exited(LIMIT).await.unwrap_or_else(|| panic!("an untrusting {name} exits"));
+        assert!(!status.success(), "{name}: {status:?}");
+        let log = stranger.log();
+        // The last word, not a warning on the way.
+        let why = log
+            .lines()
+            .find(|l| l.contains("not start") && l.contains("not trusted"))
+            .unwrap_or_else(|| panic!("{name} says why it stops:\n{log}"));
+        assert!(why.contains("REDIS_TLS_CA_FILE") && why.contains("UnknownIssuer"), "{name} names the variable: {why}");
+        eprintln!("an untrusting {name} says: {why}");
+    }
 
     // REDIS_TLS_CA_FILE without rediss:// is a configuration error, named.
     let mut plain = stack.worker_env();
