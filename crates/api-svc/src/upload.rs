@@ -271,11 +271,73 @@ fn invalid_multipart(e: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request("invalid_multipart", format!("the multipart body is malformed: {e}"))
 }
 
-/// A content type worth keeping: printable, short.
+/// A content type worth keeping: a media type as RFC 9110 writes one (`type/subtype`, tokens,
+/// then parameters), short. It is kept as the client wrote it.
 fn content_type(raw: Option<&str>) -> Result<String, ApiError> {
     match raw.map(str::trim) {
-        Some(ct) if !ct.is_empty() && ct.len() <= MAX_CONTENT_TYPE && ct.contains('/') => Ok(ct.to_owned()),
+        Some(ct) if ct.len() <= MAX_CONTENT_TYPE && is_media_type(ct) => Ok(ct.to_owned()),
         _ => Err(ApiError::bad_request("invalid_content_type", "the content type is not a valid media type")),
+    }
+}
+
+/// `type "/" subtype *( OWS ";" OWS [ token "=" ( token / quoted-string ) ] )` (RFC 9110 §8.3.1).
+fn is_media_type(text: &str) -> bool {
+    fn tchar(c: u8) -> bool {
+        c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+    }
+    fn token(s: &[u8]) -> usize {
+        s.iter().take_while(|c| tchar(**c)).count()
+    }
+    fn ows(s: &[u8]) -> usize {
+        s.iter().take_while(|c| **c == b' ' || **c == b'\t').count()
+    }
+    /// The length of a quoted string at the start of `s`, if one is there, closed.
+    fn quoted(s: &[u8]) -> Option<usize> {
+        let mut i = 1;
+        while i < s.len() {
+            match s[i] {
+                b'"' => return Some(i + 1),
+                b'\\' if i + 1 < s.len() => i += 2,
+                c if c == b'\t' || c == b' ' || (0x21..=0x7e).contains(&c) || c >= 0x80 => i += 1,
+                _ => return None,
+            }
+        }
+        None
+    }
+    let s = text.as_bytes();
+    let type_len = token(s);
+    if type_len == 0 || s.get(type_len) != Some(&b'/') {
+        return false;
+    }
+    let mut i = type_len + 1;
+    let subtype_len = token(&s[i..]);
+    if subtype_len == 0 {
+        return false;
+    }
+    i += subtype_len;
+    loop {
+        i += ows(&s[i..]);
+        if i == s.len() {
+            return true;
+        }
+        if s[i] != b';' {
+            return false;
+        }
+        i += 1;
+        i += ows(&s[i..]);
+        if i == s.len() || s[i] == b';' {
+            continue;
+        }
+        let name = token(&s[i..]);
+        if name == 0 || s.get(i + name) != Some(&b'=') {
+            return false;
+        }
+        i += name + 1;
+        let value = if s.get(i) == Some(&b'"') { quoted(&s[i..]) } else { Some(token(&s[i..])).filter(|n| *n > 0) };
+        match value {
+            Some(n) => i += n,
+            None => return false,
+        }
     }
 }
 
@@ -362,6 +424,21 @@ mod tests {
         assert_eq!(content_type(Some(" image/png ")).unwrap(), "image/png");
         assert_eq!(content_type(Some("text/plain; charset=utf-8")).unwrap(), "text/plain; charset=utf-8");
         assert!(content_type(Some("nonsense")).is_err());
+        for malformed in ["/", "a/", "/b", "a b/c", "a/b c", "a/b; charset", "a/b/c", "(a)/b", "a/b;=x"] {
+            assert!(content_type(Some(malformed)).is_err(), "{malformed:?} is not a media type");
+        }
+        for fine in [
+            "application/vnd.api+json",
+            "text/plain;charset=utf-8",
+            "text/plain ; charset=\"utf-8\" ; format=flowed",
+            "multipart/mixed; boundary=\"a \\\"b\\\" c\"",
+            "text/plain;",
+        ] {
+            assert_eq!(content_type(Some(fine)).unwrap(), fine, "{fine:?} is a media type");
+        }
+        for malformed in ["text/plain; charset=\"open", "text/plain; =x", "text/plain; a=b c", "a/b\u{7f}"] {
+            assert!(content_type(Some(malformed)).is_err(), "{malformed:?} is not a media type");
+        }
         assert!(content_type(None).is_err());
         assert!(content_type(Some(&format!("a/{}", "b".repeat(300)))).is_err());
     }
