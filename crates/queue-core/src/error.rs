@@ -218,12 +218,15 @@ impl Error {
         }
     }
 
-    /// Redis answered, but cannot serve yet and says to wait: `LOADING` (it is loading its
-    /// dataset after a restart), `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`.
+    /// Redis answered, but refused to run the command until later and says to wait: `LOADING`
+    /// (it is loading its dataset after a restart), `BUSY` (a script runs too long),
+    /// `MASTERDOWN`, `TRYAGAIN`, `CLUSTERDOWN`. Nothing ran.
     pub fn is_server_busy(&self) -> bool {
         match self {
             Error::PartlyAdded { source, .. } => source.is_server_busy(),
-            Error::Redis { source, .. } => matches!(source.retry_method(), redis::RetryMethod::WaitAndRetry),
+            Error::Redis { source, .. } => {
+                matches!(source.retry_method(), redis::RetryMethod::WaitAndRetry) || source.code() == Some("BUSY")
+            }
             _ => false,
         }
     }

@@ -19,6 +19,15 @@ use std::time::{Duration, Instant};
 
 /// The netfilter queue the namespace's rules feed (queues are per namespace).
 const QUEUE: u16 = 0;
+/// The namespaces' names: `qtest-<index>-<pid of the test process>`.
+const PREFIX: &str = "qtest-";
+/// Where the links' addresses come from: 198.18.0.0/15, reserved for benchmarking networks
+/// (RFC 2544), so never a real network's; four addresses (a /30) per link.
+const SUBNETS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 0);
+/// How many links can exist at once (a /30 each in the /15).
+const LINKS: u32 = 32_768;
+/// The most packets the shaper takes from the kernel between two looks at what is due.
+const BATCH: usize = 4096;
 /// How many packets the kernel may hold for the shaper (far above what a test's link carries in
 /// a delay's time; beyond it the kernel would drop them).
 const QUEUE_MAX_LEN: u32 = 65_536;
@@ -41,6 +50,8 @@ pub struct LinkCounts {
     pub passed: u64,
     /// Packets dropped (the loss).
     pub dropped: u64,
+    /// Verdicts the kernel refused (a packet it had given up on).
+    pub errors: u64,
 }
 
 /// The settings the shaper thread reads at each packet.
@@ -51,12 +62,14 @@ struct Shared {
     loss_ppm: AtomicU32,
     passed: AtomicU64,
     dropped: AtomicU64,
+    errors: AtomicU64,
     stop: AtomicBool,
 }
 
-/// A network namespace `qtest-<n>` with a veth pair: `10.<a>.<b>.1` on this side, `10.<a>.<b>.2`
-/// inside. Dropping it stops the shaper, kills whatever still runs inside and deletes the
-/// namespace (which deletes the pair).
+/// A network namespace `qtest-<n>-<pid>` with a veth pair, a /30 of 198.18.0.0/15: `.1` on
+/// this side, `.2` inside. Dropping it stops the shaper, kills whatever still runs inside and
+/// deletes the namespace (which deletes the pair); a later `create` removes what a killed test
+/// process left.
 ///
 /// ```no_run
 /// use std::time::Duration;
@@ -71,6 +84,8 @@ pub struct Netns {
     index: u32,
     shared: Arc<Shared>,
     shaper: Option<JoinHandle<()>>,
+    /// Whether this one made its veth pair (and so may delete its host end).
+    made_pair: bool,
 }
 
 impl Netns {
@@ -81,32 +96,41 @@ impl Netns {
     }
 
     /// Creates the namespace, the pair, the rules and the shaper (an unshaped link until
-    /// [`shape`](Self::shape)). `Err` says why it failed (no `ip` or `iptables`, a kernel
-    /// without `NFQUEUE`...).
+    /// [`shape`](Self::shape)). What killed test processes left behind is removed first. `Err`
+    /// says why it failed (no `ip` or `iptables`, a kernel without `NFQUEUE`...).
     pub fn create() -> Result<Netns, String> {
-        let first = std::process::id() % 20_000;
-        for attempt in 0..50 {
-            let index = (first + attempt * 397) % 20_000;
-            let name = format!("qtest-{index}");
-            match run(&["ip", "netns", "add", &name]) {
-                Ok(_) => {}
-                Err(why) if why.contains("File exists") => continue,
-                Err(why) => return Err(format!("cannot create a network namespace: {why}")),
+        let taken = remove_abandoned();
+        let pid = std::process::id();
+        let first = pid.wrapping_mul(7919) % LINKS;
+        for attempt in 0..64 {
+            let index = (first + attempt * 397) % LINKS;
+            if taken.contains(&index) {
+                continue;
             }
-            let mut netns = Netns { name, index, shared: Arc::default(), shaper: None };
-            netns.wire()?;
-            return Ok(netns);
+            let name = format!("{PREFIX}{index}-{pid}");
+            run(&["ip", "netns", "add", &name]).map_err(|why| format!("cannot create a network namespace: {why}"))?;
+            // From here, dropping it removes whatever was made.
+            let mut netns = Netns { name, index, shared: Arc::default(), shaper: None, made_pair: false };
+            match netns.wire() {
+                Ok(()) => return Ok(netns),
+                // Another process took the index at the same moment, or a pair of that index
+                // is still going away: the next one.
+                Err(why) if why.contains("File exists") => continue,
+                Err(why) => return Err(why),
+            }
         }
-        Err("no free namespace name after 50 attempts".to_owned())
+        Err("no free link after 64 attempts".to_owned())
     }
 
     /// The pair, its addresses, the rules and the shaper thread.
     fn wire(&mut self) -> Result<(), String> {
-        let (host_if, ns_if) = (format!("qt{}h", self.index), format!("qt{}n", self.index));
-        let (host, inside) = (format!("{}/24", self.host_address()), format!("{}/24", self.address()));
+        let (host_if, ns_if) = (host_interface(self.index), format!("qt{}n", self.index));
+        let (host, inside) = (format!("{}/30", self.host_address()), format!("{}/30", self.address()));
         let ns = self.name.as_str();
+        run(&["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if])
+            .map_err(|why| format!("cannot make the veth pair {host_if}: {why}"))?;
+        self.made_pair = true;
         for step in [
-            vec!["ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if],
             vec!["ip", "link", "set", &ns_if, "netns", ns],
             vec!["ip", "addr", "add", &host, "dev", &host_if],
             vec!["ip", "link", "set", &host_if, "up"],
@@ -142,12 +166,12 @@ impl Netns {
 
     /// The address inside the namespace, where its servers listen.
     pub fn address(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 100 + (self.index / 256) as u8, (self.index % 256) as u8, 2)
+        Ipv4Addr::from(u32::from(SUBNETS) + self.index * 4 + 2)
     }
 
     /// This side's address of the pair.
     pub fn host_address(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, 100 + (self.index / 256) as u8, (self.index % 256) as u8, 1)
+        Ipv4Addr::from(u32::from(SUBNETS) + self.index * 4 + 1)
     }
 
     /// `program` run inside the namespace.
@@ -173,23 +197,55 @@ impl Netns {
         LinkCounts {
             passed: self.shared.passed.load(Ordering::Relaxed),
             dropped: self.shared.dropped.load(Ordering::Relaxed),
+            errors: self.shared.errors.load(Ordering::Relaxed),
         }
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        if let Ok(pids) = run(&["ip", "netns", "pids", &self.name]) {
-            for pid in pids.split_whitespace() {
-                let _ = run(&["kill", "-9", pid]);
-            }
-        }
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(shaper) = self.shaper.take() {
             let _ = shaper.join();
         }
-        let _ = run(&["ip", "netns", "del", &self.name]);
+        remove(&self.name, self.index, self.made_pair);
     }
+}
+
+/// Kills what runs in namespace `name` and deletes it (and so the pair inside it); with
+/// `host_end`, also the pair's end on this side, in case the pair never moved in.
+fn remove(name: &str, index: u32, host_end: bool) {
+    if let Ok(pids) = run(&["ip", "netns", "pids", name]) {
+        for pid in pids.split_whitespace().filter_map(|p| p.parse().ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _ = run(&["ip", "netns", "del", name]);
+    if host_end {
+        let _ = run(&["ip", "link", "del", &host_interface(index)]);
+    }
+}
+
+/// Removes the links of test processes that are gone (killed before they could clean up), and
+/// returns the indexes still in use.
+fn remove_abandoned() -> Vec<u32> {
+    let listed = run(&["ip", "netns", "list"]).unwrap_or_default();
+    let mut taken = Vec::new();
+    for name in listed.lines().filter_map(|line| line.split_whitespace().next()) {
+        let Some((index, pid)) = name.strip_prefix(PREFIX).and_then(|rest| rest.split_once('-')) else { continue };
+        let (Ok(index), Ok(pid)) = (index.parse::<u32>(), pid.parse::<u32>()) else { continue };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            taken.push(index);
+        } else {
+            remove(name, index, false);
+        }
+    }
+    taken
+}
+
+/// The pair's end on this side.
+fn host_interface(index: u32) -> String {
+    format!("qt{index}h")
 }
 
 /// The shaper: joins the namespace (this thread only), binds the queue, reports whether that
@@ -213,15 +269,19 @@ fn shaper(netns_path: &str, shared: &Shared, ready: &std::sync::mpsc::Sender<Res
     let mut held: VecDeque<(Instant, nfq::Message)> = VecDeque::new();
     let mut random = Xorshift::seeded();
     while !shared.stop.load(Ordering::Relaxed) {
-        loop {
+        for _ in 0..BATCH {
             match queue.recv() {
                 Ok(packet) => {
                     let delay = Duration::from_micros(shared.one_way_micros.load(Ordering::Relaxed));
                     held.push_back((Instant::now() + delay, packet));
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(err) => panic!("the link shaper lost its queue: {err}"),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                // The kernel's answer to a verdict it could not apply (the packet's device went
+                // away): counted, and the link goes on.
+                Err(_) => {
+                    shared.errors.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
         let now = Instant::now();
@@ -231,8 +291,9 @@ fn shaper(netns_path: &str, shared: &Shared, ready: &std::sync::mpsc::Sender<Res
             let (verdict, counter) =
                 if lost { (nfq::Verdict::Drop, &shared.dropped) } else { (nfq::Verdict::Accept, &shared.passed) };
             packet.set_verdict(verdict);
-            // A verdict for a packet the kernel gave up on fails; nothing to do about it.
-            let _ = queue.verdict(packet);
+            if queue.verdict(packet).is_err() {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+            }
             counter.fetch_add(1, Ordering::Relaxed);
         }
         std::thread::sleep(TICK);
@@ -244,13 +305,13 @@ fn shaper(netns_path: &str, shared: &Shared, ready: &std::sync::mpsc::Sender<Res
     }
 }
 
-/// The namespace's queue: metadata only (the verdict needs no payload), GSO packets whole, room
-/// for every packet in flight, and never blocking.
+/// The namespace's queue: metadata only (the verdict needs no payload), room for every packet
+/// in flight, and never blocking. GSO packets are segmented by the kernel before they are
+/// queued, so the loss applies to packets as they would cross a wire.
 fn bind_queue() -> std::io::Result<nfq::Queue> {
     let mut queue = nfq::Queue::open()?;
     queue.bind(QUEUE)?;
     queue.set_copy_range(QUEUE, 0)?;
-    queue.set_recv_gso(QUEUE, true)?;
     queue.set_queue_max_len(QUEUE, QUEUE_MAX_LEN)?;
     queue.set_nonblocking(true);
     Ok(queue)
@@ -330,6 +391,7 @@ mod tests {
         netns.shape(LinkShape::default());
         assert!(quickest_ping(&redis, &netns, 1) < Duration::from_secs(5));
         assert!(netns.counts().passed > 0);
+        assert_eq!(netns.counts().errors, 0, "every verdict was taken");
 
         let name = netns.name().to_owned();
         drop(redis);

@@ -22,8 +22,8 @@ const PORT_ATTEMPTS: usize = 8;
 /// How long a start (including AOF loading after a restart) may take.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A private `redis-server` listening on `127.0.0.1:<free port>` with its data in a temporary
-/// directory.
+/// A private `redis-server` listening on `127.0.0.1:<free port>` (or, started in a [`Netns`],
+/// on the namespace's address) with its data in a temporary directory.
 ///
 /// It always runs with `--save "" --appendonly yes --appendfsync always --enable-debug-command
 /// local`, so every acknowledged write survives [`kill`](Self::kill) + [`restart`](Self::restart),
@@ -168,10 +168,15 @@ impl RedisServer {
     /// If the port stays taken by another process for several seconds, or the server does not
     /// come up.
     pub fn restart(&mut self) {
+        self.restart_until(&self.extra_args.clone(), Ready::Pong);
+    }
+
+    /// Kills the server and starts it again with `args`, on the same port, until `ready`.
+    fn restart_until(&mut self, args: &[String], ready: Ready) {
         self.kill();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match spawn_ready(self.dir.path(), self.port, &self.extra_args, &self.place) {
+            match spawn_until(self.dir.path(), self.port, args, &self.place, ready) {
                 Ok(child) => {
                     self.child = Some(child);
                     return;
@@ -192,13 +197,9 @@ impl RedisServer {
     ///
     /// If the server does not come up.
     pub fn restart_loading_slowly(&mut self, per_key: Duration) {
-        self.kill();
         let mut args = self.extra_args.clone();
         args.extend(["--key-load-delay".to_owned(), per_key.as_micros().to_string()]);
-        match spawn_until(self.dir.path(), self.port, &args, &self.place, Ready::Answering) {
-            Ok(child) => self.child = Some(child),
-            Err(StartError::PortTaken) => panic!("redis-server restart: port {} is taken", self.port),
-        }
+        self.restart_until(&args, Ready::Answering);
     }
 
     /// Freezes the server with SIGSTOP: connections stay open but nothing is answered.

@@ -231,7 +231,9 @@ async fn finish(
             Ok(reply) => break reply,
             Err(e) if e.is_retryable() && Instant::now() < deadline && !shared.abandoned.load(Ordering::Acquire) => {
                 tracing::warn!(error = %e, "recording the outcome failed; retrying");
-                repeated = true;
+                // A server that said to wait ran nothing; any other failure may have lost the
+                // reply of a call that did the work.
+                repeated |= !e.is_server_busy();
                 tokio::time::sleep(shared.settings.error_backoff.min(Duration::from_millis(250))).await;
             }
             Err(e) => {

@@ -393,3 +393,27 @@ async fn a_server_still_loading_its_dataset_is_retried_not_fatal() {
     }
     connections.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_busy_with_a_long_script_is_retried_not_fatal() {
+    let server = RedisServer::start();
+    assert_eq!(server.command(&["CONFIG", "SET", "busy-reply-threshold", "100"]), "+OK\r\n");
+    let connections = Connections::builder(config(&server.url(), 1), "busy").heartbeat(None).build().unwrap();
+    connections.ping().await.unwrap();
+    let port = server.port();
+    // A script that never ends on its own, until SCRIPT KILL.
+    let script = std::thread::spawn(move || test_support::resp_command(port, &["EVAL", "while true do end", "0"]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match connections.ping().await {
+            Err(e) => break e,
+            Ok(()) => assert!(Instant::now() < deadline, "the script never made the server busy"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(err.is_server_busy() && err.is_retryable(), "a busy server asks to wait: {err:?}");
+    assert_eq!(server.command(&["SCRIPT", "KILL"]), "+OK\r\n");
+    assert!(script.join().unwrap().starts_with("-"), "the script was killed");
+    connections.ping().await.expect("the server serves again");
+    connections.close().await;
+}
