@@ -106,17 +106,25 @@ pub(crate) async fn media_suite(stack: &Stack) {
     assert_eq!(file["status"], "failed", "{file}");
     let reason = file["error"].as_str().unwrap();
     assert!(reason.contains("corrupt or unsupported"), "{file}");
-    // Failed for good: one attempt, in the ledger and in Redis.
+    // Failed for good: one attempt, in the ledger and in Redis (the row is written first, the
+    // job moves to `failed` a moment later).
     let files = stack.queue("files");
+    eventually(LIMIT, "the job to be failed in Redis", async || {
+        (files.get_job_state(&truncated.to_string()).await.unwrap() == Some(JobState::Failed)).then_some(())
+    })
+    .await;
     let job = files.get_job(&truncated.to_string()).await.unwrap().unwrap();
-    assert_eq!(files.get_job_state(&truncated.to_string()).await.unwrap(), Some(JobState::Failed));
     assert_eq!((job.attempts_made, file["attempts"].as_i64()), (1, Some(1)), "{file}");
     assert_eq!(job.failed_reason.as_deref(), Some(reason));
 
     for id in [video, image, sound, text, truncated] {
         assert_eq!(stack.executions(id).await, 1, "file {id} ran once");
     }
-    let metrics = stack.client.get(format!("{}/metrics", stack.metrics_base)).send().await.unwrap();
-    let metrics = metrics.text().await.unwrap();
-    assert!(metrics.contains(r#"worker_jobs_total{queue="files",outcome="done"} 4"#), "{metrics}");
+    // Counted once the job is recorded in Redis, a moment after its row.
+    let done = r#"worker_jobs_total{queue="files",outcome="done"} 4"#;
+    eventually(LIMIT, done, async || {
+        let metrics = stack.client.get(format!("{}/metrics", stack.metrics_base)).send().await.ok()?;
+        metrics.text().await.ok()?.contains(done).then_some(())
+    })
+    .await;
 }
