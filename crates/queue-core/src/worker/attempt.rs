@@ -30,7 +30,11 @@ struct InHand<'a> {
 
 impl<'a> InHand<'a> {
     fn new(q: &'a QueueState, id: &str, lock: &str) -> Self {
-        let entry = ActiveEntry { lock: lock.to_owned(), lost: Arc::new(AtomicBool::new(false)) };
+        let entry = ActiveEntry {
+            lock: lock.to_owned(),
+            lost: Arc::new(AtomicBool::new(false)),
+            finishing: Arc::new(AtomicBool::new(false)),
+        };
         q.active.lock().expect("active lock").insert(id.to_owned(), entry.clone());
         InHand { q, id: id.to_owned(), entry }
     }
@@ -62,6 +66,7 @@ pub(super) async fn process(shared: Arc<Shared>, q: Arc<QueueState>, mut taken: 
             let take = (matches!(outcome, Outcome::Completed(_)) && q.limiter.is_none())
                 .then(|| shared.try_take(&q))
                 .flatten();
+            in_hand.entry.finishing.store(true, Ordering::Release);
             let next = finish(&shared, &q, job, &taken.lock, outcome, take.is_some(), &in_hand.entry.lost).await;
             if let (Some(take), Some(_)) = (take, &next) {
                 shared.taken(take);

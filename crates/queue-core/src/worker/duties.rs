@@ -72,16 +72,19 @@ async fn renew(shared: &Shared, q: &QueueState, held: Vec<(String, String)>) {
             Ok(lost) => {
                 let renewed = held.len().saturating_sub(lost.len()) as u64;
                 shared.counters.locks_renewed.fetch_add(renewed, Ordering::Relaxed);
-                shared.counters.locks_lost_at_renewal.fetch_add(lost.len() as u64, Ordering::Relaxed);
                 let active = q.active.lock().expect("active lock");
                 for id in lost {
                     // Only the activation this renewal was for; a newer one has a lock of its own.
                     let Some(lock) = held.iter().find(|(held_id, _)| *held_id == id).map(|(_, lock)| lock) else {
                         continue;
                     };
+                    // A job that is gone from the map, or whose outcome is being recorded, took
+                    // its own lock away: the renewal raced its finish.
                     if let Some(entry) = active.get(&id).filter(|e| &e.lock == lock)
+                        && !entry.finishing.load(Ordering::Acquire)
                         && !entry.lost.swap(true, Ordering::AcqRel)
                     {
+                        shared.counters.locks_lost_at_renewal.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(queue = q.queue.name(), id, "lock lost while the job was running");
                     }
                 }

@@ -253,6 +253,10 @@ struct Counters {
 struct ActiveEntry {
     lock: String,
     lost: Arc<AtomicBool>,
+    /// Set once the outcome is being recorded: the recording script deletes the lock itself, so
+    /// a renewal that finds it gone meanwhile has raced the finish, not lost the job (a lock
+    /// really lost by then is reported by the finish).
+    finishing: Arc<AtomicBool>,
 }
 
 struct QueueState {

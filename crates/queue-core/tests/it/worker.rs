@@ -570,6 +570,9 @@ async fn a_worker_that_lost_its_lock_writes_nothing() {
     // Another owner takes the job over (as a stall recovery and a second worker would).
     let mut r = raw(&url).await;
     let _: () = redis::AsyncCommands::set(&mut r, keys_of(&q).lock(&id), "another-worker").await.unwrap();
+    // The next renewal, while the handler still runs, finds the lock taken.
+    let found = eventually(Duration::from_secs(5), async || worker.stats().locks_lost_at_renewal == 1).await;
+    assert!(found, "{:?}", worker.stats());
     release.notify_one();
     assert!(eventually(Duration::from_secs(5), async || worker.stats().lost_locks == 1).await, "{:?}", worker.stats());
     worker.close(Duration::from_secs(2)).await;
@@ -1218,4 +1221,26 @@ async fn run_until_lets_the_job_in_hand_finish_after_shutdown() {
     let stats = worker.run_until(shutdown, Duration::from_secs(10)).await;
     assert_eq!((stats.completed, stats.active), (1, 0), "{stats:?}");
     assert_eq!(q.get_job_state(&id).await.unwrap(), Some(JobState::Completed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewal_that_races_a_finish_is_not_a_lost_lock() {
+    let url = test_support::redis_url();
+    let connections = Connections::builder(config(&url, 2), "it-race").build().unwrap();
+    let q = Queue::new(&connections, "race").unwrap();
+    let jobs: Vec<_> = (0..300)
+        .map(|i| queue_core::NewJob { name: format!("j{i}"), data: json!({}), opts: JobOptions::default() })
+        .collect();
+    q.add_bulk(jobs).await.unwrap();
+    // Renewals every 2 ms: many find a job whose completion just deleted its lock.
+    let mut settings = fast();
+    settings.lock_renew_time = Duration::from_millis(2);
+    let h = handler(|_| async { Outcome::Completed(json!(true)) });
+    let worker = Worker::start(&connections, settings, vec![QueueSpec::new(q.clone(), 4, h)]).await.unwrap();
+    let done = eventually(Duration::from_secs(30), async || q.get_job_counts().await.unwrap().completed == 300).await;
+    assert!(done, "{:?}", q.get_job_counts().await.unwrap());
+    let stats = worker.stats();
+    worker.close(Duration::from_secs(2)).await;
+    assert!(stats.locks_renewed > 0, "renewals ran: {stats:?}");
+    assert_eq!((stats.locks_lost_at_renewal, stats.lost_locks), (0, 0), "{stats:?}");
 }
