@@ -3,7 +3,7 @@
 //!   `worker_job_wait_seconds{queue}` (from added to taken), `worker_jobs_running{queue}`;
 //! - ffmpeg and ffprobe: `worker_ffmpeg_seconds_total{tool}` (wall time of their runs);
 //! - the queue-core worker's counters, read at each scrape: `worker_lock_renewals_total`,
-//!   `worker_locks_lost_total{when}` (`renewal`: a renewal found the lock gone; `finish`: a
+//!   `worker_locks_lost_total{when}` (`renewal`: a renewal found the lock gone while the handler ran; `finish`: a
 //!   result was discarded for it), `worker_lock_renewal_errors_total`,
 //!   `worker_stalled_jobs_total{outcome}`;
 //! - the Redis connections by role and the Postgres pool (platform's collectors, under the
