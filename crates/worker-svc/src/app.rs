@@ -139,34 +139,36 @@ impl App {
         // zero-blocking mode), so that what waiting cannot fix (a certificate that is not
         // trusted, a wrong password) ends start-up with its reason.
         let mut delay = START_RETRY_FIRST;
-        let worker = loop {
+        // `Ok(None)`: stopped while starting.
+        let started = loop {
             let attempt = async {
                 connections.ping().await?;
                 Worker::start(&connections, config.worker.clone(), specs()).await
             };
             let error = match until(&mut stopping, attempt).await {
-                None => break None,
-                Some(Ok(worker)) => break Some(worker),
+                None => break Ok(None),
+                Some(Ok(worker)) => break Ok(Some(worker)),
                 Some(Err(e)) => e,
             };
             if !error.is_retryable() {
-                metrics_server.stop(false).await;
-                connections.close().await;
-                ctx.scratch.remove();
-                return Err(error.into());
+                break Err(error);
             }
             tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "redis is not ready; starting again soon");
             if until(&mut stopping, tokio::time::sleep(delay)).await.is_none() {
-                break None;
+                break Ok(None);
             }
             delay = (delay * 2).min(START_RETRY_MAX);
         };
-        let Some(worker) = worker else {
-            tracing::info!("stopped while starting");
+        let Ok(Some(worker)) = started else {
+            // Undo what start-up made: nothing runs yet.
             metrics_server.stop(false).await;
             connections.close().await;
             ctx.scratch.remove();
-            return Ok(None);
+            let error = started.err();
+            if error.is_none() {
+                tracing::info!("stopped while starting");
+            }
+            return error.map_or(Ok(None), |e| Err(e.into()));
         };
         ctx.metrics.watch_worker(worker.stats_handle());
         let reconciler = tokio::spawn(reconciler::run(

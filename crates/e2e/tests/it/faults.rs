@@ -1066,6 +1066,18 @@ fn ffmpeg_children(parent: u32) -> Vec<i32> {
     found
 }
 
+/// Uploads `n` 8-second videos (each job runs ffmpeg for a while), all acknowledged.
+async fn long_videos(stack: &Stack, n: usize) -> Vec<Sent> {
+    let clip = test_support::Media::new().video("long.mp4", 8, "640x360");
+    let mut sent = Vec::new();
+    for i in 0..n {
+        let started = Instant::now();
+        let id = stack.accepted(&format!("long-{i}.mp4"), "video/mp4", clip.clone()).await;
+        sent.push(Sent { id: Some(id), status: 202, took: started.elapsed() });
+    }
+    sent
+}
+
 /// Only ffmpeg SIGKILLed under running jobs (worker-svc lives on), each file's first attempt
 /// at most: that attempt ends as a transient failure and is retried, every file ends `done`,
 /// and the worker goes on.
@@ -1073,13 +1085,7 @@ fn ffmpeg_children(parent: u32) -> Vec<i32> {
 async fn ffmpeg_killed_under_running_jobs() {
     let mut stack = Stack::start(StackOptions { worker_vars: fast_worker(), ..StackOptions::default() }).await;
     let worker_pid = stack.worker.pid().expect("worker-svc runs");
-    let clip = test_support::Media::new().video("long.mp4", 8, "640x360");
-    let mut sent = Vec::new();
-    for i in 0..faults(3, 10) {
-        let started = Instant::now();
-        let id = stack.accepted(&format!("long-{i}.mp4"), "video/mp4", clip.clone()).await;
-        sent.push(Sent { id: Some(id), status: 202, took: started.elapsed() });
-    }
+    let sent = long_videos(&stack, faults(3, 10)).await;
     let mut kills = 0usize;
     // Until each file's first attempt was killed, or for 20 s (a loaded machine may finish some
     // first attempts before they are seen).
@@ -1107,13 +1113,7 @@ async fn ffmpeg_killed_under_running_jobs() {
 async fn worker_svc_sigtermed_with_long_jobs_in_flight() {
     let mut stack = Stack::start(StackOptions { worker_vars: fast_worker(), ..StackOptions::default() }).await;
     let worker_pid = stack.worker.pid().expect("worker-svc runs");
-    let clip = test_support::Media::new().video("long.mp4", 8, "640x360");
-    let mut sent = Vec::new();
-    for i in 0..4 {
-        let started = Instant::now();
-        let id = stack.accepted(&format!("long-{i}.mp4"), "video/mp4", clip.clone()).await;
-        sent.push(Sent { id: Some(id), status: 202, took: started.elapsed() });
-    }
+    let sent = long_videos(&stack, 4).await;
     eventually(Duration::from_secs(30), "ffmpeg to run", async || {
         (!ffmpeg_children(worker_pid).is_empty()).then_some(())
     })
